@@ -1,0 +1,160 @@
+"""A deterministic in-memory network of pure Raft cores, driven through the one door.
+
+Not for production. Each ``SimNode`` plays the driver: it persists a Ready
+(into a durable dict), sends its messages into the network, applies committed
+entries, then advances. The network delivers messages in FIFO order, unless a
+test drops, cuts or reorders them. Everything is seeded.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+
+from zraft.core import (
+    NO_NODE,
+    CoreConfig,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    Raft,
+    RaftLog,
+    ReadState,
+    Role,
+)
+
+
+class SimNode:
+    """One node: a core plus what it has made durable and what it applied."""
+
+    def __init__(self, node_id: str, voters: tuple[str, ...], seed: int, **cfg: object) -> None:
+        self.id = node_id
+        self.voters = voters
+        self.cfg = CoreConfig(id=node_id, voters=voters, **cfg)  # type: ignore[arg-type]
+        self.seed = seed
+        self.durable_hs = HardState()
+        self.durable_log: list[Entry] = []
+        self.applied: list[Entry] = []
+        self.read_states: list[ReadState] = []
+        self.crashes = 0
+        self.raft = Raft(self.cfg, random.Random(seed))
+
+    def restart(self) -> None:
+        """Crash and restart from what was durable (volatile state is lost)."""
+        self.crashes += 1
+        log = RaftLog(list(self.durable_log))
+        self.raft = Raft(
+            self.cfg, random.Random(self.seed * 1000 + self.crashes), self.durable_hs, log
+        )
+        self.applied = []  # the state machine is rebuilt by re-applying
+        self.read_states = []
+
+    def handle_ready(self) -> list[Message]:
+        """Run one Ready in the driver's order; return messages to send."""
+        r = self.raft
+        if not r.has_ready():
+            return []
+        rd = r.ready()
+        out = list(rd.early_messages)
+        if rd.hard_state is not None:
+            self.durable_hs = rd.hard_state
+        if rd.entries:
+            first = rd.entries[0].index
+            del self.durable_log[first - 1 :]
+            self.durable_log.extend(rd.entries)
+        out.extend(rd.messages)
+        self.applied.extend(rd.committed_entries)
+        self.read_states.extend(rd.read_states)
+        r.advance(rd)
+        return out
+
+
+class SimNetwork:
+    """Nodes plus a message queue with test-controlled faults."""
+
+    def __init__(self, n: int = 3, seed: int = 1, **cfg: object) -> None:
+        self.ids = tuple(f"n{i + 1}" for i in range(n))
+        self.nodes = {
+            nid: SimNode(nid, self.ids, seed * 100 + i, **cfg) for i, nid in enumerate(self.ids)
+        }
+        self.queue: list[Message] = []
+        self.cut: set[tuple[str, str]] = set()  # (src, dst) pairs that drop messages
+        self.delivered = 0
+        self.drop_filter: Callable[[Message], bool] | None = None
+
+    # -- faults ------------------------------------------------------------
+
+    def isolate(self, nid: str) -> None:
+        """Cut ``nid`` off from every other node, both ways."""
+        for other in self.ids:
+            if other != nid:
+                self.cut.add((nid, other))
+                self.cut.add((other, nid))
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the nodes into groups that cannot talk to each other."""
+        sets = [set(g) for g in groups]
+        for a in self.ids:
+            for b in self.ids:
+                if a != b and not any(a in g and b in g for g in sets):
+                    self.cut.add((a, b))
+
+    def heal(self) -> None:
+        """Remove every cut."""
+        self.cut.clear()
+
+    # -- driving -----------------------------------------------------------
+
+    def flush_ready(self) -> None:
+        """Let every node handle its Ready, queueing what it sends."""
+        for node in self.nodes.values():
+            self.queue.extend(node.handle_ready())
+
+    def deliver_all(self, max_rounds: int = 1000) -> None:
+        """Deliver messages (and the messages they cause) until quiet."""
+        for _ in range(max_rounds):
+            self.flush_ready()
+            if not self.queue:
+                return
+            batch, self.queue = self.queue, []
+            for m in batch:
+                if (m.src, m.dst) in self.cut:
+                    continue
+                if self.drop_filter is not None and self.drop_filter(m):
+                    continue
+                self.delivered += 1
+                self.nodes[m.dst].raft.step(m)
+        raise AssertionError("network did not go quiet")
+
+    def tick(self, n: int = 1, only: Iterable[str] | None = None) -> None:
+        """Tick nodes ``n`` times, delivering messages after each tick."""
+        ids = tuple(only) if only is not None else self.ids
+        for _ in range(n):
+            for nid in ids:
+                self.nodes[nid].raft.tick()
+            self.deliver_all()
+
+    def elect(self, nid: str) -> None:
+        """Make ``nid`` campaign and deliver until the election settles."""
+        self.nodes[nid].raft.campaign()
+        self.deliver_all()
+
+    def leaders(self) -> list[str]:
+        return [nid for nid, n in self.nodes.items() if n.raft.role is Role.LEADER]
+
+    def leader(self) -> SimNode:
+        (nid,) = self.leaders()
+        return self.nodes[nid]
+
+    def propose(self, nid: str, data: bytes) -> tuple[int, int]:
+        out = self.nodes[nid].raft.propose(data)
+        self.deliver_all()
+        return out
+
+    def applied_data(self, nid: str) -> list[bytes]:
+        return [e.data for e in self.nodes[nid].applied if e.kind is EntryKind.NORMAL]
+
+
+def no_leader(net: SimNetwork) -> bool:
+    return all(n.raft.leader_id == NO_NODE for n in net.nodes.values())

@@ -1,0 +1,192 @@
+"""Elections through the core's one door: Raft §5.2, §5.4.1, thesis §9.6 (PreVote, CheckQuorum)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.simnet import SimNetwork
+from zraft.core import CoreConfig, Entry, HardState, Message, MsgType, Raft, RaftLog, Role
+
+CFG = dict(election_ticks=10, heartbeat_ticks=1)
+
+
+def test_one_node_elects_itself_on_timeout_and_others_follow() -> None:
+    """Raft §5.2: a follower that hears nothing for an election timeout starts an election."""
+    net = SimNetwork(3, seed=7, **CFG)
+    net.tick(30)
+    assert len(net.leaders()) == 1
+    lead = net.leader()
+    for node in net.nodes.values():
+        assert node.raft.term == lead.raft.term
+        assert node.raft.leader_id == lead.id
+
+
+def test_at_most_one_leader_per_term_across_many_seeds() -> None:
+    """Raft §5.2 Election Safety: at most one leader can be elected in a given term."""
+    for seed in range(30):
+        net = SimNetwork(5, seed=seed, **CFG)
+        leaders_by_term: dict[int, set[str]] = {}
+        for _ in range(80):
+            net.tick(1)
+            for nid in net.leaders():
+                leaders_by_term.setdefault(net.nodes[nid].raft.term, set()).add(nid)
+        assert all(len(v) == 1 for v in leaders_by_term.values()), (seed, leaders_by_term)
+        assert leaders_by_term, seed
+
+
+def test_vote_is_durable_before_the_reply_leaves() -> None:
+    """Figure 2: votedFor is persisted before responding; the reply is never an early message."""
+    node = Raft(CoreConfig("n2", ("n1", "n2", "n3"), pre_vote=False, **CFG), rng=__import__("random").Random(1))
+    node.step(Message(MsgType.VOTE, 1, "n1", "n2", index=0, log_term=0))
+    rd = node.ready()
+    assert rd.hard_state == HardState(term=1, voted_for="n1", commit=0)
+    assert rd.must_sync
+    assert not rd.early_messages
+    assert [m.type for m in rd.messages] == [MsgType.VOTE_RESP]
+    assert not rd.messages[0].reject
+
+
+def test_vote_refused_to_a_candidate_with_a_stale_log() -> None:
+    """Raft §5.4.1: deny a vote if the candidate's log is less up to date than ours."""
+    import random
+
+    log = RaftLog([Entry(1, 1), Entry(2, 2)])
+    node = Raft(CoreConfig("n2", ("n1", "n2", "n3"), pre_vote=False, **CFG), random.Random(1),
+                HardState(term=2), log)
+    # Same last term, shorter log.
+    node.step(Message(MsgType.VOTE, 3, "n1", "n2", index=1, log_term=2))
+    # Longer log, but older last term.
+    node.step(Message(MsgType.VOTE, 3, "n3", "n2", index=5, log_term=1))
+    rd = node.ready()
+    assert [(m.dst, m.reject) for m in rd.messages] == [("n1", True), ("n3", True)]
+    assert rd.hard_state is not None and rd.hard_state.voted_for == ""
+
+
+def test_grants_only_one_vote_per_term() -> None:
+    """Raft §5.2: each server votes for at most one candidate in a given term."""
+    import random
+
+    node = Raft(CoreConfig("n3", ("n1", "n2", "n3"), pre_vote=False, **CFG), random.Random(1))
+    node.step(Message(MsgType.VOTE, 1, "n1", "n3"))
+    node.step(Message(MsgType.VOTE, 1, "n2", "n3"))
+    rd = node.ready()
+    assert [(m.dst, m.reject) for m in rd.messages] == [("n1", False), ("n2", True)]
+
+
+def test_candidate_with_stale_log_cannot_win() -> None:
+    """Raft §5.4.1: the up-to-date check keeps committed entries in every future leader."""
+    net = SimNetwork(3, seed=3, **CFG)
+    net.elect("n1")
+    net.isolate("n3")
+    net.propose("n1", b"committed-without-n3")
+    net.heal()
+    # n3 (missing the entry) campaigns: it must lose to voters that hold it.
+    net.cut.update({("n1", "n3"), ("n3", "n1")})  # n1 is silent (e.g. crashed)
+    net.nodes["n3"].raft.campaign(transfer=True)  # real vote, no PreVote
+    net.deliver_all()
+    assert net.nodes["n3"].raft.role is not Role.LEADER
+
+
+def test_prevote_keeps_a_rejoining_node_from_disrupting() -> None:
+    """Thesis §9.6: an isolated node's PreVotes fail, so its term stays and the leader stays."""
+    net = SimNetwork(3, seed=11, **CFG)
+    net.elect("n1")
+    term = net.nodes["n1"].raft.term
+    net.isolate("n3")
+    net.tick(100)  # n3 times out again and again but cannot win a PreVote
+    assert net.nodes["n3"].raft.term == term
+    net.heal()
+    net.tick(30)
+    assert net.leaders() == ["n1"]
+    assert all(n.raft.term == term for n in net.nodes.values())
+
+
+def test_without_prevote_a_rejoining_node_disrupts_the_leader() -> None:
+    """Negative control for the test above: with PreVote and CheckQuorum off, terms inflate."""
+    net = SimNetwork(3, seed=11, pre_vote=False, check_quorum=False, **CFG)
+    net.elect("n1")
+    term = net.nodes["n1"].raft.term
+    net.isolate("n3")
+    net.tick(100)
+    assert net.nodes["n3"].raft.term > term
+    net.heal()
+    net.tick(25)  # n3 times out once more and its higher term deposes n1
+    assert net.nodes["n1"].raft.term > term
+
+
+def test_vote_requests_ignored_while_a_leader_is_heard_from() -> None:
+    """Thesis §4.2.3 (with CheckQuorum): a node in contact with a leader ignores candidates."""
+    net = SimNetwork(3, seed=5, **CFG)
+    net.elect("n1")
+    term = net.nodes["n2"].raft.term
+    net.nodes["n2"].raft.step(
+        Message(MsgType.VOTE, term + 1, "n3", "n2", index=99, log_term=term)
+    )
+    assert net.nodes["n2"].raft.term == term
+    assert not net.nodes["n2"].raft.has_ready() or not [
+        m for m in net.nodes["n2"].raft.msgs if m.type is MsgType.VOTE_RESP
+    ]
+
+
+def test_check_quorum_partitioned_leader_steps_down_within_election_timeout() -> None:
+    """Thesis §6.2: a leader that cannot reach a quorum steps down within an election timeout."""
+    net = SimNetwork(3, seed=9, **CFG)
+    net.elect("n1")
+    net.isolate("n1")
+    for tick in range(1, 11):
+        net.tick(1, only=["n1"])
+        if net.nodes["n1"].raft.role is not Role.LEADER:
+            break
+    assert net.nodes["n1"].raft.role is Role.FOLLOWER
+    assert tick <= CFG["election_ticks"]
+
+
+def test_without_check_quorum_a_partitioned_leader_lingers() -> None:
+    """Negative control: with CheckQuorum off the isolated leader never steps down."""
+    net = SimNetwork(3, seed=9, check_quorum=False, **CFG)
+    net.elect("n1")
+    net.isolate("n1")
+    net.tick(50, only=["n1"])
+    assert net.nodes["n1"].raft.role is Role.LEADER
+
+
+def test_majority_side_elects_new_leader_and_old_one_rejoins_as_follower() -> None:
+    """Raft §5.2/§5.1: the majority elects; the old leader adopts the higher term on rejoin."""
+    net = SimNetwork(5, seed=4, **CFG)
+    net.elect("n1")
+    net.partition(["n1", "n2"], ["n3", "n4", "n5"])
+    net.tick(60)
+    new = [nid for nid in net.leaders() if nid in ("n3", "n4", "n5")]
+    assert len(new) == 1
+    assert net.nodes["n1"].raft.role is not Role.LEADER
+    net.heal()
+    net.tick(30)
+    assert len(net.leaders()) == 1
+    assert len({n.raft.term for n in net.nodes.values()}) == 1
+
+
+def test_leader_appends_noop_on_election() -> None:
+    """Raft §5.4.2 / thesis §6.4: a new leader commits a no-op of its term."""
+    net = SimNetwork(3, seed=2, **CFG)
+    net.elect("n1")
+    lead = net.nodes["n1"]
+    assert lead.raft.log.committed == 1
+    assert lead.applied[0].kind.name == "NOOP"
+    assert lead.applied[0].term == lead.raft.term
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 7])
+def test_ensembles_of_every_size_elect(n: int) -> None:
+    net = SimNetwork(n, seed=n, **CFG)
+    net.tick(60)
+    assert len(net.leaders()) == 1
+
+
+def test_transfer_leadership() -> None:
+    """Thesis §3.10: the leader catches the target up and sends TimeoutNow."""
+    net = SimNetwork(3, seed=8, **CFG)
+    net.elect("n1")
+    net.propose("n1", b"x")
+    net.nodes["n1"].raft.transfer_leader("n3")
+    net.deliver_all()
+    assert net.leaders() == ["n3"]

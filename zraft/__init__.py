@@ -1,0 +1,3 @@
+"""zraft: a Raft consensus daemon over ZeroMQ."""
+
+__version__ = "0.1.0"

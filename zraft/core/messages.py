@@ -1,0 +1,177 @@
+"""Values that cross the core's one door: log entries, hard state, messages.
+
+Everything here is a frozen, slotted dataclass or an enum. The codec in
+``zraft.transport.codec`` and the WAL in ``zraft.storage`` serialize these
+values; the core never sees bytes other than an entry's opaque ``data``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+NodeId = str
+"""A node's id as written in the ensemble file (e.g. ``"n1"``)."""
+
+NO_NODE: NodeId = ""
+"""The empty id: "nobody" for voted_for, leader_id and message fields."""
+
+
+class EntryKind(enum.IntEnum):
+    """What an entry carries. Values are stable: they are written to the WAL."""
+
+    NORMAL = 0  # opaque data for the state machine
+    NOOP = 1  # appended by a new leader to commit entries of earlier terms (§5.4.2)
+    CONFIG = 2  # membership change (reserved: later work carries membership in the log)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry. ``index`` starts at 1; ``data`` is opaque to the core."""
+
+    term: int
+    index: int
+    kind: EntryKind = EntryKind.NORMAL
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What Raft must persist before answering (Raft §5, Figure 2 "persistent state").
+
+    ``commit`` is persisted too so that a restart need not wait for the
+    leader to re-apply entries it already applied; it is never required for
+    safety.
+    """
+
+    term: int = 0
+    voted_for: NodeId = NO_NODE
+    commit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """Where a snapshot ends: the log may start after ``index`` (first index > 1)."""
+
+    index: int = 0
+    term: int = 0
+    voters: tuple[NodeId, ...] = ()
+
+
+class MsgType(enum.IntEnum):
+    """Raft message types. Values are stable: they go on the wire."""
+
+    APPEND = 1  # AppendEntries RPC (§5.3); heartbeats are empty appends
+    APPEND_RESP = 2
+    VOTE = 3  # RequestVote RPC (§5.2, §5.4.1)
+    VOTE_RESP = 4
+    PRE_VOTE = 5  # thesis §9.6: a trial election that does not bump terms
+    PRE_VOTE_RESP = 6
+    HEARTBEAT = 7  # leader liveness + commit + ReadIndex context (thesis §6.4)
+    HEARTBEAT_RESP = 8
+    READ_INDEX = 9  # follower asks the leader for a read index (thesis §6.4)
+    READ_INDEX_RESP = 10
+    TIMEOUT_NOW = 11  # leadership transfer: start an election now (thesis §3.10)
+    SNAPSHOT = 12  # InstallSnapshot RPC (§7); reserved for log compaction
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A Raft message between two nodes.
+
+    Field use by type (unused fields keep their defaults):
+
+    * APPEND: ``index``/``log_term`` = prev log index/term, ``entries``, ``commit``.
+    * APPEND_RESP: ``index`` = last index matched (accept) or rejected prev index
+      (reject); ``reject``; ``reject_hint``/``log_term`` = follower's hint for the
+      fast back-off (its last index at or below the probe, and that entry's term).
+    * VOTE / PRE_VOTE: ``index``/``log_term`` = candidate's last log index/term.
+      A PRE_VOTE carries the term the candidate *would* use.
+    * VOTE_RESP / PRE_VOTE_RESP: ``reject``.
+    * HEARTBEAT: ``commit`` (capped to what the follower matches), ``context``.
+    * HEARTBEAT_RESP: ``context`` echoed.
+    * READ_INDEX: ``context``; READ_INDEX_RESP: ``index`` = read index, ``context``,
+      ``reject`` when the leader cannot serve it.
+    * TIMEOUT_NOW: no payload.
+    """
+
+    type: MsgType
+    term: int
+    src: NodeId
+    dst: NodeId
+    index: int = 0
+    log_term: int = 0
+    entries: tuple[Entry, ...] = ()
+    commit: int = 0
+    reject: bool = False
+    reject_hint: int = 0
+    context: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A ReadIndex answer: the read tagged ``context`` may be served once
+    ``last_applied >= index`` (thesis §6.4)."""
+
+    index: int
+    context: bytes
+    rejected: bool = False  # the leader could not confirm it (lost leadership): fail the read
+
+
+class Role(enum.Enum):
+    """A node's role. PRE_CANDIDATE is the PreVote phase (thesis §9.6)."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state the driver observes for metrics and hooks."""
+
+    leader_id: NodeId
+    role: Role
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Everything the driver must do, as a value (see ARCHITECTURE.md "The one door").
+
+    The driver handles it in this order, then calls ``advance(ready)``:
+
+    0. send ``early_messages``: a leader's appends and heartbeats, whose term
+       and vote are already durable, may go out before its own fsync
+       (thesis §10.2.1); the leader counts its own entries only after advance.
+    1. persist ``hard_state`` (if not None) and ``entries``; fsync when
+       ``must_sync`` is true. Entries may overwrite a suffix: an entry at an
+       index already stored replaces it and everything after it.
+    2. send ``messages``. A leader's own appends are counted in its quorum
+       only after ``advance``, i.e. after they are durable (thesis §10.2.1).
+    3. apply ``committed_entries`` in order, and serve ``read_states`` once
+       applied far enough.
+    4. observe ``soft_state`` (None when unchanged).
+    """
+
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    entries: tuple[Entry, ...] = ()
+    messages: tuple[Message, ...] = ()
+    committed_entries: tuple[Entry, ...] = ()
+    read_states: tuple[ReadState, ...] = ()
+    must_sync: bool = False
+    early_messages: tuple[Message, ...] = ()
+
+    def is_empty(self) -> bool:
+        """Tell whether there is nothing to do."""
+        return not (
+            self.soft_state
+            or self.hard_state
+            or self.entries
+            or self.messages
+            or self.committed_entries
+            or self.read_states
+            or self.early_messages
+        )

@@ -1,0 +1,97 @@
+"""What a leader knows about each follower's log (Raft §5.3: nextIndex, matchIndex).
+
+A follower is probed one append at a time until its match index is found,
+then replicated to optimistically with up to ``max_inflight`` appends in
+flight (etcd's Progress states PROBE and REPLICATE).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+
+class ProgressState(enum.Enum):
+    PROBE = "probe"  # one append per heartbeat interval until the match is found
+    REPLICATE = "replicate"  # pipelined: several appends in flight
+
+
+class Progress:
+    """Replication state of one follower, owned by the leader."""
+
+    __slots__ = (
+        "match_index",
+        "next_index",
+        "state",
+        "probe_sent",
+        "inflight",
+        "max_inflight",
+        "recent_active",
+    )
+
+    def __init__(self, next_index: int, max_inflight: int) -> None:
+        self.match_index = 0
+        self.next_index = next_index
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.inflight: deque[int] = deque()  # last index of each append in flight
+        self.max_inflight = max_inflight
+        self.recent_active = False  # heard from since the last CheckQuorum round
+
+    def is_paused(self) -> bool:
+        """Tell whether no new append may be sent now."""
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        return len(self.inflight) >= self.max_inflight
+
+    def sent(self, last_index: int, n_entries: int) -> None:
+        """Record an append ending at ``last_index`` that carried ``n_entries``."""
+        if self.state is ProgressState.REPLICATE:
+            if n_entries:
+                self.next_index = last_index + 1
+                self.inflight.append(last_index)
+        else:
+            self.probe_sent = True
+
+    def maybe_update(self, index: int) -> bool:
+        """Record that the follower matches up to ``index``; return whether it advanced."""
+        updated = False
+        if index > self.match_index:
+            self.match_index = index
+            updated = True
+            self.probe_sent = False
+        self.next_index = max(self.next_index, index + 1)
+        while self.inflight and self.inflight[0] <= index:
+            self.inflight.popleft()
+        return updated
+
+    def maybe_decrease_to(self, rejected: int, hint: int) -> bool:
+        """Back ``next_index`` off after a rejected append; return False if stale.
+
+        ``rejected`` is the prev index the follower refused; ``hint`` is the
+        highest index the leader now believes may match (fast back-off).
+        """
+        if self.state is ProgressState.REPLICATE:
+            if rejected <= self.match_index:
+                return False  # a late reply to an older append
+            self.next_index = self.match_index + 1
+            return True
+        if self.next_index - 1 != rejected:
+            return False  # not a reply to the probe we are waiting for
+        self.next_index = max(min(rejected, hint + 1), self.match_index + 1, 1)
+        self.probe_sent = False
+        return True
+
+    def become_probe(self) -> None:
+        """Fall back to probing from just after the match index."""
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.inflight.clear()
+        self.next_index = self.match_index + 1
+
+    def become_replicate(self) -> None:
+        """Start pipelining appends after the match index."""
+        self.state = ProgressState.REPLICATE
+        self.probe_sent = False
+        self.inflight.clear()
+        self.next_index = self.match_index + 1

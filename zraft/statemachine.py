@@ -1,0 +1,57 @@
+"""Values passed to state-machine hooks (see ``zraft.hookspecs``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+class CommandError(Exception):
+    """A command that cannot be applied; the client receives ``code`` and the message.
+
+    Raise it before changing any state: the state machine must be unchanged.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One argument of a client command: its name, JSON type and whether it may be left out.
+
+    ``type`` is one of ``str``, ``int``, ``number``, ``any``, ``list[str]``.
+    """
+
+    name: str
+    type: str = "str"
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """A client command a plugin serves (returned from ``zraft_commands``)."""
+
+    name: str
+    kind: Literal["read", "write"]
+    args: tuple[Arg, ...] = ()
+    help: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyContext:
+    """Where a committed entry sits in the log, and the leader time stamped into it."""
+
+    index: int
+    term: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryContext:
+    """The applied state a read sees: its last index and leader time."""
+
+    applied_index: int
+    timestamp_ms: int

@@ -1,0 +1,525 @@
+"""The ensemble configuration: one TOML file parsed into frozen dataclasses.
+
+Every setting is declared once, in the dataclasses below, with its default, its
+allowed range and a comment saying what it does; the parser derives the known
+keys, their types and their defaults from those declarations. Parsing collects
+every problem in the file before it raises one `ConfigError` that lists them
+all, each as ``"<file>: <key path>: <problem>"``. Key paths index nodes from 0
+in file order: ``node[0]`` is the first ``[[node]]`` table.
+"""
+
+import difflib
+import ipaddress
+import json
+import os
+import re
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+import tomli
+
+DEFAULT_PATH = "<embedded default>"
+MAX_NODES = 15
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # patterns are used with fullmatch
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_WILDCARDS = {"0.0.0.0", "::"}  # listen on every address; cannot be connected to
+_IPC_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+
+
+def _setting(default: Any, *, lo: int | None = None, hi: int | None = None) -> Any:
+    """Declares a setting's default and, for integers, its inclusive range."""
+    return field(default=default, metadata={"lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """One member of the ensemble, from one ``[[node]]`` table."""
+
+    # Unique name of the node: 1-64 of A-Z a-z 0-9 _ . -
+    id: str
+    # ZeroMQ endpoint the node binds for Raft traffic and its peers connect to:
+    # "tcp://host:port" (IPv6 as "tcp://[::1]:port") or "ipc://path".
+    raft: str
+    # ZeroMQ endpoint the node binds for client requests; same forms as `raft`.
+    client: str
+    # Directory holding the WAL, hard state and snapshots. "~" is expanded; a
+    # relative path is relative to the daemon's working directory.
+    data_dir: Path
+    # "host:port" of the Prometheus /metrics HTTP server; None (key absent) = off.
+    # "0.0.0.0:port" and "[::]:port" listen on every address of the node's host.
+    metrics: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """Protocol timing and flow control, the ``[raft]`` table."""
+
+    # Length of one logical clock tick; the core counts time only in ticks.
+    tick_ms: int = _setting(10, lo=1, hi=1000)
+    # A leader sends heartbeats this often. A multiple of tick_ms.
+    heartbeat_interval_ms: int = _setting(100, lo=1)
+    # A follower that hears no leader for a random time in [T, 2T) campaigns.
+    # A multiple of tick_ms, at least 3 x heartbeat_interval_ms (Raft §5.6).
+    election_timeout_ms: int = _setting(1000, lo=1)
+    # Ask for pre-votes before a real election (thesis §9.6).
+    pre_vote: bool = _setting(True)
+    # A leader that cannot reach a quorum for an election timeout steps down (§6.2).
+    check_quorum: bool = _setting(True)
+    # At most this many entries in one AppendEntries message.
+    max_entries_per_append: int = _setting(1024, lo=1)
+    # At most this many bytes of entries in one AppendEntries (one entry always fits).
+    max_bytes_per_append: int = _setting(1048576, lo=1)
+    # At most this many unacknowledged AppendEntries in flight to one follower.
+    max_inflight_appends: int = _setting(64, lo=1)
+
+    @property
+    def heartbeat_ticks(self) -> int:
+        """Returns the heartbeat interval in ticks."""
+        return self.heartbeat_interval_ms // self.tick_ms
+
+    @property
+    def election_ticks(self) -> int:
+        """Returns the (minimum) election timeout in ticks."""
+        return self.election_timeout_ms // self.tick_ms
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Write-ahead log and snapshot policy, the ``[storage]`` table."""
+
+    # A WAL segment is closed and a new one started past this size.
+    segment_bytes: int = _setting(67108864, lo=1)
+    # Take a snapshot after this many applied entries (0 = never).
+    snapshot_entries: int = _setting(20000, lo=0)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Client endpoint limits, the ``[client]`` table."""
+
+    # A request not answered within this time gets a timeout reply.
+    request_timeout_ms: int = _setting(5000, lo=1)
+    # Larger client requests are refused.
+    max_request_bytes: int = _setting(1048576, lo=1)
+    # Requests waiting for commit or ReadIndex beyond this are refused as busy.
+    max_pending: int = _setting(20000, lo=1)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginsConfig:
+    """Extra plugins to load and built-ins to turn off, the ``[plugins]`` table."""
+
+    # Importable module names registered as plugins, e.g. "myorg.zraft_audit".
+    modules: tuple[str, ...] = _setting(())
+    # Python files registered as plugins. "~" is expanded; a relative path is
+    # relative to the daemon's working directory.
+    files: tuple[Path, ...] = _setting(())
+    # Names of plugins (built-in or from entry points) not to register, e.g. "kv".
+    disable: tuple[str, ...] = _setting(())
+
+
+@dataclass(frozen=True, slots=True)
+class EnsembleConfig:
+    """A whole ensemble: every node and the settings they all share."""
+
+    path: str  # where it was loaded from ("<embedded default>" for the default)
+    name: str  # the [ensemble] name; same characters as a node id
+    nodes: tuple[NodeConfig, ...]
+    raft: RaftConfig
+    storage: StorageConfig
+    client: ClientConfig
+    plugins: PluginsConfig
+    warnings: tuple[str, ...] = ()  # legal but questionable choices, formatted like errors
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Returns the node ids in file order."""
+        return tuple(n.id for n in self.nodes)
+
+    def node(self, node_id: str) -> NodeConfig:
+        """Returns the node named `node_id`; raises KeyError naming the known ids."""
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(f"no node {node_id!r} in {self.path}; known ids: {', '.join(self.ids)}")
+
+    def peers_of(self, node_id: str) -> dict[str, str]:
+        """Returns id -> raft endpoint of every node but `node_id` (which must exist)."""
+        self.node(node_id)
+        return {n.id: n.raft for n in self.nodes if n.id != node_id}
+
+
+class ConfigError(Exception):
+    """Reports every problem found in one configuration file, one per line."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+def load_config(path: str | Path) -> EnsembleConfig:
+    """Reads and validates the TOML file at `path`; raises ConfigError."""
+    shown = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{shown}: cannot read: {e.strerror or e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{shown}: not UTF-8 text (byte {e.start})"]) from None
+    return parse_config(text, shown)
+
+
+def load_default() -> EnsembleConfig:
+    """Returns the embedded default: a local 3-node ensemble on 127.0.0.1."""
+    text = resources.files("zraft").joinpath("default.toml").read_text(encoding="utf-8")
+    return parse_config(text, DEFAULT_PATH)
+
+
+def parse_config(text: str, path: str) -> EnsembleConfig:
+    """Validates TOML `text`, naming `path` in messages; raises ConfigError."""
+    try:
+        doc = tomli.loads(text)
+    except tomli.TOMLDecodeError as e:
+        raise ConfigError([f"{path}:{e.lineno}:{e.colno}: {e.msg}"]) from None
+    c = _Collector(path)
+    sections = {"raft": RaftConfig, "storage": StorageConfig,
+                "client": ClientConfig, "plugins": PluginsConfig}
+    _unknown_keys(c, "", doc, ["ensemble", "node", *sections])
+    name = _ensemble_name(c, doc.get("ensemble"))
+    built = {}
+    for key, cls in sections.items():
+        built[key] = _section(c, key, doc.get(key, {}), cls)
+        if key == "raft":
+            _check_raft_timing(c, built[key])
+    nodes = _nodes(c, doc.get("node", []))
+    if c.errors:
+        raise ConfigError(c.errors)
+    warnings = []
+    if len(nodes) % 2 == 0:
+        n = len(nodes)
+        warnings.append(f"{path}: node: {n} nodes tolerate no more failures than {n - 1} "
+                        f"({(n - 1) // 2} each); prefer an odd number")
+    return EnsembleConfig(path=path, name=name, nodes=tuple(NodeConfig(**n) for n in nodes),
+                          warnings=tuple(warnings), **built)
+
+
+def describe(config: EnsembleConfig) -> str:
+    """Returns a short human summary of `config` for ``zraft check-config``."""
+    n, r, s, cl, p = len(config.nodes), config.raft, config.storage, config.client, config.plugins
+    f = (n - 1) // 2
+    width = max(len(i) for i in config.ids)
+    lines = [f'ensemble "{config.name}" from {config.path}: {n} node{"s" * (n != 1)}, '
+             f"tolerates {f} failure{'s' * (f != 1)}"]
+    lines += [f"  {node.id:<{width}}  raft {node.raft}  client {node.client}  "
+              f"metrics {node.metrics or 'off'}  data {node.data_dir}" for node in config.nodes]
+    lines += [
+        f"raft: tick {r.tick_ms} ms, heartbeat {r.heartbeat_interval_ms} ms "
+        f"({r.heartbeat_ticks} ticks), election timeout {r.election_timeout_ms} ms "
+        f"({r.election_ticks} ticks), pre-vote {'on' if r.pre_vote else 'off'}, "
+        f"check-quorum {'on' if r.check_quorum else 'off'}; appends of at most "
+        f"{r.max_entries_per_append} entries / {r.max_bytes_per_append} bytes, "
+        f"{r.max_inflight_appends} in flight",
+        f"storage: segments of {s.segment_bytes} bytes, snapshot every "
+        + (f"{s.snapshot_entries} entries" if s.snapshot_entries else "never"),
+        f"client: timeout {cl.request_timeout_ms} ms, max request {cl.max_request_bytes} "
+        f"bytes, max pending {cl.max_pending}",
+        f"plugins: modules [{', '.join(p.modules)}], files [{', '.join(map(str, p.files))}], "
+        f"disabled [{', '.join(p.disable)}]",
+    ]
+    return "\n".join(lines + [f"warning: {w}" for w in config.warnings])
+
+
+# ---------------------------------------------------------------------------
+# Validation internals
+
+
+class _Invalid(Exception):
+    """Raised by a value checker; its message is the problem, without the key path."""
+
+
+class _Collector:
+    """Accumulates errors and remembers which key paths were invalid."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.errors: list[str] = []
+        self.bad: set[str] = set()
+
+    def error(self, key: str, problem: str) -> None:
+        self.errors.append(f"{self.path}: {key}: {problem}")
+        self.bad.add(key)
+
+    def check(self, key: str, checker: Any, value: Any) -> Any:
+        """Returns checker(value), or records the problem and returns None."""
+        try:
+            return checker(value)
+        except _Invalid as e:
+            self.error(key, str(e))
+            return None
+
+
+def _got(value: Any) -> str:
+    """Describes a TOML value by type and, for scalars, as written in TOML."""
+    if isinstance(value, bool):
+        return f"boolean {'true' if value else 'false'}"
+    if isinstance(value, list | dict):
+        return "an array" if isinstance(value, list) else "a table"
+    kind = {str: "string", int: "integer", float: "float"}.get(type(value), type(value).__name__)
+    return f"{kind} {_q(value) if isinstance(value, str) else value}"
+
+
+def _q(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _unknown_keys(c: _Collector, prefix: str, table: dict, known: list[str]) -> None:
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"did you mean {_q(close[0])}?" if close else "known: " + ", ".join(known)
+            c.error(f"{prefix}.{key}" if prefix else key, f"unknown key; {hint}")
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string (got {_got(value)})")
+    return value
+
+
+def _name(value: Any) -> str:
+    text = _string(value)
+    if not _NAME.fullmatch(text):
+        raise _Invalid(f"{_q(text)} must be 1-64 characters from A-Z a-z 0-9 _ . -")
+    return text
+
+
+def _typed(hint: Any, lo: int | None, hi: int | None):
+    """Returns a checker for a setting declared as `hint` with range lo..hi."""
+
+    def check(value: Any) -> Any:
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise _Invalid(f"must be true or false (got {_got(value)})")
+            return value
+        if hint is int:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise _Invalid(f"must be an integer (got {_got(value)})")
+            if lo is not None and value < lo:
+                raise _Invalid(f"must be at least {lo} (got {value})")
+            if hi is not None and value > hi:
+                raise _Invalid(f"must be at most {hi} (got {value})")
+            return value
+        item = get_args(hint)[0]  # tuple[str, ...] or tuple[Path, ...]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _Invalid(f"must be an array of strings (got {_got(value)})")
+        if item is Path:
+            return tuple(Path(v).expanduser() for v in value)
+        return tuple(value)
+
+    return check
+
+
+def _section(c: _Collector, key: str, table: Any, cls: type) -> Any:
+    """Builds `cls` from `table`; invalid or absent keys take the declared default."""
+    if not isinstance(table, dict):
+        c.error(key, f"must be a table (got {_got(table)})")
+        return cls()
+    hints = get_type_hints(cls)
+    _unknown_keys(c, key, table, [f.name for f in fields(cls)])
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in table:
+            checker = _typed(hints[f.name], f.metadata.get("lo"), f.metadata.get("hi"))
+            value = c.check(f"{key}.{f.name}", checker, table[f.name])
+            if value is not None:
+                kwargs[f.name] = value
+    if cls is PluginsConfig:
+        for i, module in enumerate(kwargs.get("modules", ())):
+            if not _MODULE.fullmatch(module):
+                c.error(f"{key}.modules[{i}]", f"{_q(module)} is not a dotted module name")
+        for i, file in enumerate(kwargs.get("files", ())):
+            if file.suffix != ".py":
+                c.error(f"{key}.files[{i}]", f"{_q(str(file))} is not a .py file")
+    return cls(**kwargs)
+
+
+def _ensemble_name(c: _Collector, table: Any) -> str:
+    if not isinstance(table, dict):
+        c.error("ensemble", 'missing table; add [ensemble] with name = "..."' if table is None
+                else f"must be a table (got {_got(table)})")
+        return ""
+    _unknown_keys(c, "ensemble", table, ["name"])
+    if "name" not in table:
+        c.error("ensemble.name", "missing required key")
+        return ""
+    return c.check("ensemble.name", _name, table["name"]) or ""
+
+
+def _check_raft_timing(c: _Collector, r: RaftConfig) -> None:
+    """Records cross-field timing errors, skipping fields already found invalid."""
+    tick, hb, el = "raft.tick_ms", "raft.heartbeat_interval_ms", "raft.election_timeout_ms"
+    if tick in c.bad:
+        return
+    for key, ms in ((hb, r.heartbeat_interval_ms), (el, r.election_timeout_ms)):
+        if key in c.bad:
+            continue
+        if ms < r.tick_ms:
+            c.error(key, f"must be at least tick_ms (got {ms} < {r.tick_ms})")
+        elif ms % r.tick_ms:
+            c.error(key, f"must be a multiple of tick_ms (got {ms}, tick_ms = {r.tick_ms})")
+    # Raft §5.6: broadcastTime << electionTimeout, or followers campaign
+    # while the leader is healthy.
+    if not c.bad & {hb, el} and r.election_timeout_ms < 3 * r.heartbeat_interval_ms:
+        c.error(el, f"must be at least 3 × heartbeat_interval_ms "
+                    f"(got {r.election_timeout_ms} < {3 * r.heartbeat_interval_ms})")
+
+
+def _host_port(text: str, shown: str) -> tuple[str, int]:
+    """Splits "host:port" or "[v6]:port"; raises _Invalid naming `shown`."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise _Invalid(f'{shown} has an unclosed "["')
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _Invalid(f"{shown}: {_q(host)} is not an IPv6 address") from None
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise _Invalid(f'{shown}: expected ":port" after "]"')
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            host, port_text = text, ""
+        if ":" in host:
+            raise _Invalid(f"{shown}: write an IPv6 address in brackets, as in [::1]:7000")
+        if host == "*":
+            raise _Invalid(f'{shown}: "*" is not a host; name one (or 0.0.0.0 for metrics)')
+        if host and not _HOSTNAME.fullmatch(host):
+            raise _Invalid(f"{shown}: {_q(host)} is not a host name or address")
+    if not host:
+        raise _Invalid(f"{shown} has no host")
+    if not port_text:
+        raise _Invalid(f"{shown} has no port")
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise _Invalid(f"{shown}: port {_q(port_text)} is not a number")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise _Invalid(f"{shown}: port {port} is out of range 1..65535")
+    return host.lower(), port
+
+
+def _endpoint(value: Any) -> str:
+    """Checks a ZeroMQ endpoint that peers or clients connect to."""
+    text = _string(value)
+    if text.startswith("ipc://"):
+        ipc = text[len("ipc://"):]
+        if not ipc:
+            raise _Invalid(f"{_q(text)} has no path")
+        if len(ipc.encode()) > _IPC_PATH_MAX:
+            raise _Invalid(f"{_q(text)}: path is longer than {_IPC_PATH_MAX} bytes")
+        return text
+    if not text.startswith("tcp://"):
+        raise _Invalid(f'must be "tcp://host:port" or "ipc://path" (got {_q(text)})')
+    host, _ = _host_port(text[len("tcp://"):], _q(text))
+    if host in _WILDCARDS:
+        raise _Invalid(f"{_q(text)}: other nodes cannot connect to {host}; name the host")
+    return text
+
+
+def _metrics(value: Any) -> str:
+    text = _string(value)
+    _host_port(text, _q(text))
+    return text
+
+
+def _machine(raft: str) -> str:
+    """Names the host a node runs on; loopback and ipc nodes share one machine."""
+    if raft.startswith("ipc://"):
+        return "<local>"
+    host, _ = _host_port(raft.removeprefix("tcp://"), raft)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    return "<local>" if loopback else host
+
+
+def _clashes(a: str, b: str, machine_a: str | None, machine_b: str | None) -> bool:
+    """Tells whether sockets bound at endpoints `a` and `b` would collide."""
+    if a.startswith("ipc://") or b.startswith("ipc://"):
+        return a == b
+    host_a, port_a = _host_port(a.removeprefix("tcp://"), a)
+    host_b, port_b = _host_port(b.removeprefix("tcp://"), b)
+    if port_a != port_b:
+        return False
+    # A wildcard listener takes the port on every address of its own host.
+    if _WILDCARDS & {host_a, host_b}:
+        return machine_a is not None and machine_a == machine_b
+    return host_a == host_b
+
+
+def _nodes(c: _Collector, raw: Any) -> list[dict[str, Any]]:
+    """Checks every [[node]] table and the constraints between them."""
+    if isinstance(raw, dict):
+        c.error("node", "must be an array of tables: write [[node]], not [node]")
+        return []
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        c.error("node", f"must be an array of tables, [[node]] (got {_got(raw)})")
+        return []
+    if not raw:
+        c.error("node", "at least one [[node]] is required")
+    elif len(raw) > MAX_NODES:
+        c.error("node", f"at most {MAX_NODES} nodes are supported (got {len(raw)})")
+    checkers = {"id": _name, "raft": _endpoint, "client": _endpoint,
+                "data_dir": _directory, "metrics": _metrics}
+    nodes: list[dict[str, Any]] = []
+    for i, table in enumerate(raw):
+        _unknown_keys(c, f"node[{i}]", table, list(checkers))
+        node: dict[str, Any] = {}
+        for key, checker in checkers.items():
+            if key in table:
+                value = c.check(f"node[{i}].{key}", checker, table[key])
+                if value is not None:
+                    node[key] = value
+            elif key != "metrics":
+                c.error(f"node[{i}].{key}", "missing required key")
+        nodes.append(node)
+
+    ids: dict[str, str] = {}
+    bound: list[tuple[str, str, str | None]] = []  # (key path, endpoint, machine)
+    dirs: dict[tuple[str, str], str] = {}
+    for i, node in enumerate(nodes):
+        if "id" in node:
+            if node["id"] in ids:
+                c.error(f"node[{i}].id", f"{_q(node['id'])} is already the id of {ids[node['id']]}")
+            ids.setdefault(node["id"], f"node[{i}]")
+        # Without a valid raft endpoint the node's host is unknown (None).
+        machine = _machine(node["raft"]) if "raft" in node else None
+        for key in ("raft", "client", "metrics"):
+            if key in node:
+                other = next((p for p, e, m in bound
+                              if _clashes(node[key], e, machine, m)), None)
+                if other:
+                    c.error(f"node[{i}].{key}", f"{_q(node[key])} is already used by {other}")
+                bound.append((f"node[{i}].{key}", node[key], machine))
+        if machine is not None and "data_dir" in node:
+            where = (machine, os.path.normpath(node["data_dir"]))
+            if where in dirs:
+                c.error(f"node[{i}].data_dir", f"{_q(str(node['data_dir']))} on the same host "
+                                               f"is already used by {dirs[where]}")
+            dirs.setdefault(where, f"node[{i}].data_dir")
+    return nodes
+
+
+def _directory(value: Any) -> Path:
+    text = _string(value)
+    if not text:
+        raise _Invalid("must not be empty")
+    return Path(text).expanduser()

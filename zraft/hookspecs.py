@@ -3,6 +3,8 @@
 Rules for all hooks:
 
 * Names start with ``zraft_``; a test fails if one here lacks a docstring.
+* ``zraft_apply`` and ``zraft_query`` are called only on the plugin that
+  declared the command in ``zraft_commands``, so ``None`` is a valid result.
 * State-machine hooks (apply, tick, query, snapshot, restore, next_deadline)
   run on the driver thread, in log order, and must be deterministic: every
   node applies the same entries and must reach the same state. They must not
@@ -62,10 +64,11 @@ def zraft_tick(ctx: Any) -> None:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def zraft_next_deadline() -> int | None:
     """Return the earliest leader time (ms since the epoch) at which this state
-    machine needs a ``zraft_tick``, or None when it needs none."""
+    machine needs a ``zraft_tick``, or None when it needs none. zraft takes the
+    earliest answer across plugins."""
 
 
 @hookspec(firstresult=True)

@@ -165,7 +165,7 @@ def test_module_factory_function_and_plain_module(
     """)
     monkeypatch.syspath_prepend(str(tmp_path))
     pm = make_plugin_manager(config(modules=("factory_mod", "plain_mod")), entry_points=False)
-    assert pm.hook.zraft_next_deadline() == 42
+    assert 42 in pm.hook.zraft_next_deadline()
     assert not isinstance(pm.get_plugin("factory_mod"), ModuleType)
     assert pm.get_plugin("plain_mod").__name__ == "plain_mod"
     assert ("plain_mod", "9.9", "module plain_mod") in plugin_list(pm)

@@ -33,6 +33,16 @@ class CorruptionError(StorageError):
 
 
 @dataclass
+class StorageStats:
+    """Counters the driver turns into metrics. Only data-file fsyncs are counted."""
+
+    fsync_count: int = 0
+    last_fsync_seconds: float = 0.0
+    total_fsync_seconds: float = 0.0
+    bytes_written: int = 0
+
+
+@dataclass
 class Recovered:
     """What ``LogStorage.open`` found on disk."""
 
@@ -48,7 +58,13 @@ class LogStorage(Protocol):
     Call order: ``open`` once, then any number of ``append``/``compact``,
     then ``close``. Every method raises ``StorageError`` on an I/O failure,
     after which the object must not be used again.
+
+    Attributes:
+        stats: counters (fsyncs, their durations, bytes written) that the
+            driver turns into metrics; updated by ``append`` and ``compact``.
     """
+
+    stats: StorageStats
 
     def open(self) -> Recovered:
         """Read what is durable; truncate a torn tail; raise CorruptionError

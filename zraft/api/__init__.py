@@ -1,0 +1,1 @@
+"""Client endpoint: wire protocol, sessions, request bookkeeping, and the Python client."""

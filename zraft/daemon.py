@@ -1,0 +1,148 @@
+"""Process life of one node: logging, signals, sd_notify, graceful stop, exit codes.
+
+Exit codes: 0 after a clean stop, 1 after a fatal storage error (systemd
+restarts the node, which recovers from what is durable), 78 (EX_CONFIG) for a
+configuration or plugin error (restarting cannot help).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+EX_OK = 0
+EX_FATAL = 1
+EX_CONFIG = 78
+
+log = logging.getLogger("zraft.daemon")
+
+_JOURNAL_LEVELS = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<N>`` syslog priority prefixes, no timestamp: journald adds its own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _JOURNAL_LEVELS.get(record.levelno, 6)
+        return f"<{prio}>{record.name}: {super().format(record)}"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str = "info", fmt: str = "auto", node_id: str = "") -> None:
+    """Configure the root logger: journald prefixes, human text, or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    elif fmt == "journal" or (fmt == "auto" and os.environ.get("JOURNAL_STREAM")):
+        handler.setFormatter(_JournalFormatter("%(message)s"))
+    else:
+        prefix = f"[{node_id}] " if node_id else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {prefix}%(levelname)-7s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def sd_notify(state: str) -> bool:
+    """Send ``state`` (e.g. "READY=1") to systemd's $NOTIFY_SOCKET; False when not under systemd."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return False
+    if path.startswith("@"):
+        path = "\0" + path[1:]  # abstract socket namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(path)
+            s.sendall(state.encode())
+        return True
+    except OSError as exc:
+        log.debug("sd_notify(%s) failed: %s", state, exc)
+        return False
+
+
+def run_node(config_path: str | None, node_id: str) -> int:
+    """Load the ensemble file, start node ``node_id`` and serve until SIGTERM/SIGINT."""
+    from zraft.config import ConfigError, load_config, load_default
+    from zraft.node import Node
+    from zraft.plugins import PluginError
+    from zraft.storage import CorruptionError, StorageError
+
+    try:
+        config = load_config(config_path) if config_path else load_default()
+        config.node(node_id)
+    except ConfigError as exc:
+        log.critical("invalid configuration:\n%s", exc)
+        return EX_CONFIG
+    except KeyError as exc:
+        log.critical("%s", exc.args[0] if exc.args else exc)
+        return EX_CONFIG
+    try:
+        node = Node(config, node_id)
+    except PluginError as exc:
+        log.critical("plugin error: %s", exc)
+        return EX_CONFIG
+    except CorruptionError as exc:
+        log.critical("refusing to start: %s", exc)
+        return EX_FATAL
+    except StorageError as exc:
+        log.critical("storage error at start-up: %s", exc)
+        return EX_FATAL
+    except OSError as exc:  # e.g. address already in use, permission denied
+        log.critical("cannot start node %s: %s", node_id, exc)
+        return EX_FATAL
+    if node.me.metrics:
+        from prometheus_client import start_http_server
+
+        host, _, port = node.me.metrics.rpartition(":")
+        try:
+            start_http_server(int(port), addr=host.strip("[]"), registry=node.metrics.registry)
+        except OSError as exc:
+            log.error("metrics endpoint %s unavailable: %s", node.me.metrics, exc)
+    log.info(
+        "config %s, node %s, plugins: %s",
+        config.path,
+        node_id,
+        ", ".join(sorted(n for n, _ in node.pm.list_name_plugin())),
+    )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        sd_notify("STOPPING=1")
+        node.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    sd_notify("READY=1")
+    try:
+        node.run()
+    except StorageError:
+        return EX_FATAL
+    log.info("node %s stopped", node_id)
+    return EX_OK

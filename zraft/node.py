@@ -1,0 +1,629 @@
+"""The driver: one thread, one poll loop, each Ready handled in order.
+
+Per loop round: drain every readable socket (peers, clients), tick the core
+when due, then handle Readys until there are none. Draining first is what
+makes group commit work: every proposal that arrived in the round is made
+durable by the same fsync (ARCHITECTURE.md "The one door").
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import zmq
+from prometheus_client import CollectorRegistry
+
+from zraft import __version__
+from zraft.api import entries as payloads
+from zraft.api import protocol as proto
+from zraft.api.routes import PendingRequest, PendingWrite, Route
+from zraft.api.sessions import Duplicate, Expired, SessionTable
+from zraft.config import EnsembleConfig
+from zraft.core import (
+    CoreConfig,
+    Entry,
+    EntryKind,
+    NotLeader,
+    ProposalDropped,
+    Raft,
+    RaftLog,
+    Ready,
+    Role,
+    SoftState,
+)
+from zraft.metrics import Metrics
+from zraft.plugins import CommandTable, make_plugin_manager
+from zraft.statemachine import ApplyContext, CommandError, QueryContext
+from zraft.storage import LogStorage, StorageError
+from zraft.storage.wal import WalStorage
+from zraft.transport.codec import DecodeError, Forward, ForwardReply, decode, encode
+from zraft.transport.mesh import PeerMesh
+
+log = logging.getLogger("zraft.node")
+
+MAX_CLIENT_BATCH = 4096  # client requests taken per loop round, so ticks are never starved
+CLOCK_MIN_INTERVAL_S = 0.05  # at most 20 clock entries per second for TTL expiry
+
+
+class Node:
+    """One zraft node: storage, core, peer mesh, client endpoint and state machine.
+
+    ``run()`` blocks on the calling thread until ``stop()`` (from any thread)
+    or a fatal storage error. Several nodes may run in one process (tests):
+    each has its own ZeroMQ context and metrics registry.
+    """
+
+    def __init__(
+        self,
+        config: EnsembleConfig,
+        node_id: str,
+        *,
+        rng: random.Random | None = None,
+        registry: CollectorRegistry | None = None,
+        plugin_manager: pluggy.PluginManager | None = None,
+        storage: LogStorage | None = None,
+    ) -> None:
+        self.config = config
+        self.id = node_id
+        self.me = config.node(node_id)
+        self.metrics = Metrics(registry)
+        self.pm = plugin_manager or make_plugin_manager(config.plugins)
+        self.commands = CommandTable.from_plugins(self.pm)
+        self.sessions = SessionTable()
+        self.storage = storage or WalStorage(
+            Path(self.me.data_dir), segment_bytes=config.storage.segment_bytes
+        )
+        rec = self.storage.open()
+        if rec.truncated_bytes:
+            log.warning("WAL: truncated a torn tail of %d bytes", rec.truncated_bytes)
+            self.metrics.wal_corrupt.inc(rec.truncated_bytes)
+        rc = config.raft
+        self.raft = Raft(
+            CoreConfig(
+                id=node_id,
+                voters=config.ids,
+                election_ticks=rc.election_ticks,
+                heartbeat_ticks=rc.heartbeat_ticks,
+                pre_vote=rc.pre_vote,
+                check_quorum=rc.check_quorum,
+                max_entries_per_msg=rc.max_entries_per_append,
+                max_bytes_per_msg=rc.max_bytes_per_append,
+                max_inflight=rc.max_inflight_appends,
+            ),
+            rng or random.Random(),
+            rec.hard_state,
+            RaftLog(rec.entries, rec.snapshot.index, rec.snapshot.term, rec.hard_state.commit),
+        )
+        self.tick_s = rc.tick_ms / 1000.0
+        self.timeout_s = config.client.request_timeout_ms / 1000.0
+        self.sm_time_ms = 0  # leader time of the last applied entry
+        self.last_stamp_ms = 0  # leader: the last timestamp it stamped (kept monotonic)
+        self.started = time.time()
+
+        self.ctx = zmq.Context()
+        self.mesh = PeerMesh(
+            self.ctx, node_id, self.me.raft, config.peers_of(node_id), on_event=self._on_mesh_event
+        )
+        self.client_sock = self.ctx.socket(zmq.ROUTER)
+        self.client_sock.setsockopt(zmq.LINGER, 0)
+        self.client_sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # A hard cap far above the polite limit: oversized frames get a clear
+        # TOO_LARGE reply, absurd ones are dropped by libzmq before buffering.
+        self.client_sock.setsockopt(zmq.MAXMSGSIZE, 4 * config.client.max_request_bytes + 4096)
+        self.client_sock.bind(self.me.client)
+        self.poller = zmq.Poller()
+        self.poller.register(self.mesh.socket, zmq.POLLIN)
+        self.poller.register(self.client_sock, zmq.POLLIN)
+
+        self.pending_writes: dict[int, PendingWrite] = {}
+        self.forwards: dict[int, PendingRequest] = {}
+        self.next_fwd_id = 1
+        self.waiting_for_leader: list[PendingRequest] = []
+        self.batch_reads: list[PendingRequest] = []
+        self.reads: dict[bytes, list[PendingRequest]] = {}  # ReadIndex context -> reads
+        self.parked_reads: list[tuple[int, list[PendingRequest]]] = []  # (read index, reads)
+        self.next_read_ctx = 1
+        self.last_clock_proposal = 0.0
+        self._stop_requested = False
+        self._stop_deadline = 0.0
+        self.running = False
+        self.fatal: BaseException | None = None
+        self._observe(SoftState("", Role.FOLLOWER, self.raft.term), first=True)
+
+    # ------------------------------------------------------------------
+    # the loop
+    # ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to stop gracefully (thread-safe). A leader hands over first."""
+        self._stop_requested = True
+
+    def run(self) -> None:
+        """Run the event loop until stopped. Raises StorageError (fatal) after cleanup."""
+        self.running = True
+        log.info(
+            "node %s: raft %s, client %s, term %d, log %d..%d, commit %d",
+            self.id,
+            self.me.raft,
+            self.me.client,
+            self.raft.term,
+            self.raft.log.first_index(),
+            self.raft.log.last_index(),
+            self.raft.log.committed,
+        )
+        next_tick = time.monotonic() + self.tick_s
+        try:
+            while True:
+                if self._stop_requested and self._ready_to_exit():
+                    break
+                timeout_ms = 0 if self.raft.has_ready() else (next_tick - time.monotonic()) * 1000
+                events = dict(self.poller.poll(max(0, int(timeout_ms)) if timeout_ms > 0 else 0))
+                if self.mesh.socket in events:
+                    self._drain_peers()
+                if self.client_sock in events:
+                    self._drain_clients()
+                now = time.monotonic()
+                if now >= next_tick:
+                    self.metrics.loop_lag.observe(now - next_tick)
+                    # Tick by real time, so a stalled loop catches up (bounded).
+                    due = min(
+                        int((now - next_tick) / self.tick_s) + 1, 4 * self.raft.cfg.election_ticks
+                    )
+                    for _ in range(due):
+                        self.raft.tick()
+                    next_tick = max(next_tick + due * self.tick_s, now - self.tick_s)
+                    self._on_tick(now)
+                self._flush_reads()
+                for _ in range(64):
+                    if not self.raft.has_ready():
+                        break
+                    self._handle_ready(self.raft.ready())
+        except StorageError as exc:
+            # ARCHITECTURE.md: never continue after a failed write or fsync.
+            log.critical("storage failed, stopping so that recovery starts from disk: %s", exc)
+            self.fatal = exc
+        finally:
+            self._shutdown()
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _ready_to_exit(self) -> bool:
+        now = time.monotonic()
+        if not self._stop_deadline:
+            self._stop_deadline = now + 2 * self.config.raft.election_timeout_ms / 1000.0
+            target = self._transfer_target()
+            if target:
+                log.info("stopping: handing leadership to %s", target)
+                self.raft.transfer_leader(target)
+                return False
+        return self.raft.role is not Role.LEADER or now >= self._stop_deadline
+
+    def _transfer_target(self) -> str | None:
+        if self.raft.role is not Role.LEADER or len(self.raft.voters) == 1:
+            return None
+        best = max(
+            (p for p in self.raft.voters if p != self.id),
+            key=lambda p: self.raft.progress[p].match_index,
+        )
+        return best
+
+    def _shutdown(self) -> None:
+        self.running = False
+        for route in [pw.route for pw in self.pending_writes.values()] + [
+            p.route for p in self._all_parked()
+        ]:
+            self._reply_error(route, proto.SHUTTING_DOWN, "the node is stopping; retry elsewhere")
+        self.pending_writes.clear()
+        try:
+            self.mesh.close()
+            self.client_sock.close(linger=0)
+            self.ctx.term()
+        finally:
+            self.storage.close()
+
+    def _all_parked(self) -> list[PendingRequest]:
+        out = list(self.forwards.values()) + self.waiting_for_leader + self.batch_reads
+        for reads in self.reads.values():
+            out += reads
+        for _, reads in self.parked_reads:
+            out += reads
+        self.forwards.clear()
+        self.waiting_for_leader = []
+        self.batch_reads = []
+        self.reads.clear()
+        self.parked_reads = []
+        return out
+
+    # ------------------------------------------------------------------
+    # Ready, in the documented order
+    # ------------------------------------------------------------------
+
+    def _handle_ready(self, rd: Ready) -> None:
+        self._send_all(rd.early_messages)  # thesis §10.2.1: the leader's appends go first
+        if rd.hard_state is not None or rd.entries:
+            t0 = time.perf_counter()
+            self.storage.append(rd.hard_state, rd.entries, sync=rd.must_sync)
+            if rd.must_sync:
+                self.metrics.wal_fsync.observe(time.perf_counter() - t0)
+                self.metrics.wal_batch_entries.observe(len(rd.entries))
+        self._send_all(rd.messages)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        for rs in rd.read_states:
+            self._on_read_state(rs.index, rs.context, rs.rejected)
+        if rd.soft_state is not None:
+            self._observe(rd.soft_state)
+        self.raft.advance(rd)
+        m = self.metrics
+        m.commit_index.set(self.raft.log.committed)
+        m.applied_index.set(self.raft.log.applied)
+        m.last_index.set(self.raft.log.last_index())
+        m.proposals_pending.set(len(self.pending_writes))
+
+    def _send_all(self, messages: tuple[Any, ...]) -> None:
+        for msg in messages:
+            if self.mesh.send(msg.dst, encode(msg)):
+                self.metrics.messages_sent.labels(msg.dst).inc()
+
+    def _apply(self, entries: tuple[Entry, ...]) -> None:
+        for e in entries:
+            outcome: list[Any] | None = None
+            if e.kind is EntryKind.NORMAL:
+                outcome = self._apply_normal(e)
+            pw = self.pending_writes.pop(e.index, None)
+            if pw is not None:
+                if pw.term != e.term:
+                    self.metrics.proposals_failed.labels("lost").inc()
+                    self._reply_error(
+                        pw.route,
+                        proto.NOT_LEADER,
+                        "leadership changed before the write committed; retry",
+                    )
+                elif outcome is not None:
+                    self._reply_outcome(pw.route, outcome)
+        self.metrics.proposals_committed.inc(len(entries))
+        self.metrics.proposals_applied.inc(len(entries))
+        self._serve_parked_reads(entries[-1].index)
+
+    def _apply_normal(self, e: Entry) -> list[Any] | None:
+        try:
+            p = payloads.decode(e.data)
+        except ValueError as exc:
+            log.error(
+                "entry %d (term %d) has a payload zraft cannot read: %s", e.index, e.term, exc
+            )
+            self.metrics.apply_errors.inc()
+            return [False, proto.INTERNAL, f"unreadable entry: {exc}"]
+        self.sm_time_ms = max(self.sm_time_ms, p.timestamp_ms)
+        ctx = ApplyContext(e.index, e.term, self.sm_time_ms)
+        if p.command is None:
+            self.pm.hook.zraft_tick(ctx=ctx)
+            return None
+        if p.client:
+            try:
+                self.sessions.check(p.client, p.seq, ctx.timestamp_ms)
+            except Duplicate as dup:
+                return list(dup.reply)
+            except Expired as exp:
+                return [False, proto.SESSION_EXPIRED, str(exp)]
+        outcome = self._call_state_machine("zraft_apply", p.command, ctx)
+        if p.client:
+            self.sessions.record(p.client, p.seq, outcome, ctx.timestamp_ms)
+        return outcome
+
+    def _call_state_machine(self, hook: str, command: dict[str, Any], ctx: Any) -> list[Any]:
+        owner = self.commands.owner(command["cmd"])
+        plugin = self.pm.get_plugin(owner) if owner else None
+        if plugin is None:
+            return [False, proto.BAD_REQUEST, f"no plugin serves {command['cmd']!r}"]
+        try:
+            return [True, getattr(plugin, hook)(command=command, ctx=ctx)]
+        except CommandError as exc:
+            return [False, exc.code, exc.message]
+        except Exception as exc:  # a plugin bug must not kill the node
+            log.exception("plugin %s failed in %s(%s)", owner, hook, command.get("cmd"))
+            self.metrics.apply_errors.inc()
+            return [False, proto.INTERNAL, f"{type(exc).__name__}: {exc}"]
+
+    def _observe(self, soft: SoftState, first: bool = False) -> None:
+        m = self.metrics
+        prev = getattr(self, "_soft", None)
+        self._soft = soft
+        m.term.set(soft.term)
+        m.is_leader.set(1 if soft.role is Role.LEADER else 0)
+        m.has_leader.set(1 if soft.leader_id else 0)
+        if first:
+            return
+        if prev is None or soft.leader_id != prev.leader_id:
+            if soft.leader_id:
+                m.leader_changes.inc()
+                log.info(
+                    "term %d: leader is %s%s",
+                    soft.term,
+                    soft.leader_id,
+                    " (this node)" if soft.leader_id == self.id else "",
+                )
+                self._retry_waiting()
+            else:
+                log.info("term %d: no leader (%s)", soft.term, soft.role.value)
+
+    # ------------------------------------------------------------------
+    # peers
+    # ------------------------------------------------------------------
+
+    def _on_mesh_event(self, event: str, who: str) -> None:
+        if event == "dropped":
+            self.metrics.messages_dropped.labels(who).inc()
+        elif event == "unknown_peer":
+            self.metrics.unknown_peer.inc()
+            log.warning("dropped a frame from unknown peer identity %s", who)
+        else:
+            self.metrics.decode_errors.labels(who, event).inc()
+
+    def _drain_peers(self) -> None:
+        for peer, frame in self.mesh.recv():
+            try:
+                obj = decode(frame)
+            except DecodeError as exc:
+                self.metrics.decode_errors.labels(peer, exc.reason).inc()
+                log.warning("dropped a bad frame from peer %s: %s", peer, exc)
+                continue
+            if isinstance(obj, Forward):
+                route = Route(peer=peer, fwd_id=obj.fwd_id, started=time.monotonic())
+                self._handle_request(route, obj.request, forwarded=True)
+            elif isinstance(obj, ForwardReply):
+                self._on_forward_reply(obj)
+            elif obj.src != peer or obj.dst != self.id:
+                self.metrics.decode_errors.labels(peer, "wrong_src").inc()
+                log.warning(
+                    "dropped a message from %s claiming src=%s dst=%s", peer, obj.src, obj.dst
+                )
+            else:
+                self.metrics.messages_received.labels(peer).inc()
+                self.raft.step(obj)
+
+    # ------------------------------------------------------------------
+    # clients
+    # ------------------------------------------------------------------
+
+    def _drain_clients(self) -> None:
+        sock = self.client_sock
+        for _ in range(MAX_CLIENT_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue  # a ROUTER always prepends the identity; nothing to answer
+            route = Route(frames=frames[:-1], started=time.monotonic())
+            self._handle_request(route, frames[-1])
+
+    def _handle_request(self, route: Route, payload: bytes, forwarded: bool = False) -> None:
+        try:
+            req = proto.parse_request(payload, self.config.client.max_request_bytes)
+        except proto.RequestError as exc:
+            self._reply_error(route, exc.code, exc.message)
+            return
+        route.rid = req.id
+        name = route.command = req.command["cmd"]
+        if name in ("status", "ping"):
+            self._reply_ok(route, self.status() if name == "status" else "pong")
+            return
+        try:
+            command = self.commands.validate(req.command)
+        except CommandError as exc:
+            self._reply_error(route, exc.code, exc.message)
+            return
+        spec = self.commands.get(name)
+        assert spec is not None
+        deadline = route.started + self.timeout_s
+        pending = PendingRequest(route, payload, deadline, command, req.stale)
+        if spec.kind == "read":
+            if req.stale:
+                self._serve_read(pending)
+            else:
+                self.batch_reads.append(pending)
+            return
+        if self.raft.role is Role.LEADER:
+            self._propose(pending, req)
+        elif forwarded:
+            # Never forward twice: the follower that asked relays this to its client.
+            self._reply_error(route, proto.NOT_LEADER, "leadership moved; retry")
+        elif not self.raft.leader_id:
+            self.waiting_for_leader.append(pending)
+        elif not req.forward:
+            leader = self.raft.leader_id
+            self._reply_error(
+                route,
+                proto.NOT_LEADER,
+                f"writes go to the leader {leader}",
+                leader_client=self.config.node(leader).client,
+            )
+        else:
+            self._forward(pending)
+
+    def _propose(self, pending: PendingRequest, req: proto.Request) -> None:
+        if len(self.pending_writes) >= self.config.client.max_pending:
+            self._reply_error(pending.route, proto.OVERLOADED, "too many writes pending; retry")
+            return
+        # Leader time, kept monotonic across our own proposals (TTL safety rule).
+        self.last_stamp_ms = max(self.last_stamp_ms, self.sm_time_ms, int(time.time() * 1000))
+        data = payloads.encode_command(self.last_stamp_ms, req.client, req.seq, pending.command)
+        try:
+            index, term = self.raft.propose(data)
+        except (NotLeader, ProposalDropped):
+            self.waiting_for_leader.append(pending)
+            return
+        self.pending_writes[index] = PendingWrite(term, pending.route, pending.deadline)
+
+    def _forward(self, pending: PendingRequest) -> None:
+        fwd_id = self.next_fwd_id
+        self.next_fwd_id += 1
+        frame = encode(Forward(fwd_id, pending.payload))
+        if self.mesh.send(self.raft.leader_id, frame):
+            self.forwards[fwd_id] = pending
+        else:
+            self.waiting_for_leader.append(pending)
+
+    def _on_forward_reply(self, fr: ForwardReply) -> None:
+        pending = self.forwards.pop(fr.fwd_id, None)
+        if pending is not None:
+            self._send_to(pending.route, fr.reply, relayed=True)
+
+    def _retry_waiting(self) -> None:
+        waiting, self.waiting_for_leader = self.waiting_for_leader, []
+        for p in waiting:
+            if p.command and self.commands.get(p.command["cmd"]).kind == "read":  # type: ignore[union-attr]
+                self.batch_reads.append(p)
+            else:
+                self._handle_request(p.route, p.payload, forwarded=p.route.peer != "")
+
+    # -- linearizable reads (thesis §6.4) ---------------------------------
+
+    def _flush_reads(self) -> None:
+        if not self.batch_reads:
+            return
+        ctx = self.next_read_ctx.to_bytes(8, "big")
+        self.next_read_ctx += 1
+        batch, self.batch_reads = self.batch_reads, []
+        try:
+            self.raft.read_index(ctx)  # one ReadIndex round for every read of this loop round
+        except NotLeader:
+            self.waiting_for_leader.extend(batch)
+            return
+        self.reads[ctx] = batch
+        self.metrics.reads_pending.set(sum(len(b) for b in self.reads.values()))
+
+    def _on_read_state(self, index: int, ctx: bytes, rejected: bool) -> None:
+        batch = self.reads.pop(ctx, None)
+        if batch is None:
+            return
+        if rejected:
+            self.waiting_for_leader.extend(batch)  # retried once a leader is known again
+        elif index <= self.raft.log.applied:
+            for p in batch:
+                self._serve_read(p)
+        else:
+            self.parked_reads.append((index, batch))
+
+    def _serve_parked_reads(self, applied: int) -> None:
+        if not self.parked_reads:
+            return
+        keep = []
+        for index, batch in self.parked_reads:
+            if index <= applied:
+                for p in batch:
+                    self._serve_read(p)
+            else:
+                keep.append((index, batch))
+        self.parked_reads = keep
+
+    def _serve_read(self, p: PendingRequest) -> None:
+        ctx = QueryContext(self.raft.log.applied, self.sm_time_ms)
+        self._reply_outcome(p.route, self._call_state_machine("zraft_query", p.command, ctx))
+
+    # -- timers -----------------------------------------------------------
+
+    def _on_tick(self, now: float) -> None:
+        if self.raft.role is Role.LEADER and now - self.last_clock_proposal >= CLOCK_MIN_INTERVAL_S:
+            deadlines = [d for d in self.pm.hook.zraft_next_deadline() if d is not None]
+            wall_ms = int(time.time() * 1000)
+            if deadlines and min(deadlines) <= wall_ms:
+                self.last_clock_proposal = now
+                self.last_stamp_ms = max(self.last_stamp_ms, self.sm_time_ms, wall_ms)
+                try:
+                    self.raft.propose(payloads.encode_clock(self.last_stamp_ms))
+                except (NotLeader, ProposalDropped):
+                    pass
+        self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        late = [i for i, pw in self.pending_writes.items() if pw.deadline <= now]
+        for i in late:
+            pw = self.pending_writes.pop(i)
+            self.metrics.proposals_failed.labels("timeout").inc()
+            self._reply_error(
+                pw.route,
+                proto.TIMEOUT,
+                "not committed in time; the outcome is unknown: retry with the same client and seq",
+            )
+        for fid in [f for f, p in self.forwards.items() if p.deadline <= now]:
+            self._reply_error(
+                self.forwards.pop(fid).route,
+                proto.TIMEOUT,
+                "the leader did not answer in time; the outcome is unknown",
+            )
+        keep = []
+        for p in self.waiting_for_leader:
+            if p.deadline <= now:
+                self._reply_error(p.route, proto.NO_LEADER, "no leader was elected in time; retry")
+            else:
+                keep.append(p)
+        self.waiting_for_leader = keep
+        for ctx in list(self.reads):
+            batch = self.reads[ctx]
+            if batch and batch[0].deadline <= now:
+                del self.reads[ctx]
+                for p in batch:
+                    self._reply_error(
+                        p.route, proto.TIMEOUT, "the read could not be confirmed in time"
+                    )
+
+    # ------------------------------------------------------------------
+    # replies
+    # ------------------------------------------------------------------
+
+    def _reply_outcome(self, route: Route, outcome: list[Any]) -> None:
+        if outcome[0]:
+            self._reply_ok(route, outcome[1])
+        else:
+            self._reply_error(route, outcome[1], outcome[2])
+
+    def _reply_ok(self, route: Route, result: Any) -> None:
+        self.metrics.client_requests.labels(route.command, "ok").inc()
+        self._send_to(
+            route, proto.reply_ok(result, route.rid, self.id, self.raft.leader_id or None)
+        )
+
+    def _reply_error(self, route: Route, code: str, message: str, **extra: Any) -> None:
+        self.metrics.client_requests.labels(route.command, code).inc()
+        body = proto.reply_error(
+            code, message, route.rid, self.id, self.raft.leader_id or None, **extra
+        )
+        self._send_to(route, body)
+
+    def _send_to(self, route: Route, body: bytes, relayed: bool = False) -> None:
+        if route.frames is not None:
+            if route.started:
+                self.metrics.client_request_duration.labels(
+                    "relayed" if relayed else "local"
+                ).observe(time.monotonic() - route.started)
+            try:
+                self.client_sock.send_multipart([*route.frames, body], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the client went away; ROUTER drops what it cannot route
+        else:
+            self.mesh.send(route.peer, encode(ForwardReply(route.fwd_id, body)))
+
+    # ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Return this node's status: Raft state plus ensemble and process facts."""
+        st = self.raft.status()
+        st.update(
+            ensemble=self.config.name,
+            version=__version__,
+            client=self.me.client,
+            uptime_s=round(time.time() - self.started, 3),
+            pending_writes=len(self.pending_writes),
+            sessions=len(self.sessions),
+            leader_client=self.config.node(self.raft.leader_id).client
+            if self.raft.leader_id
+            else None,
+        )
+        return st

@@ -8,6 +8,7 @@ durable by the same fsync (ARCHITECTURE.md "The one door").
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -472,8 +473,22 @@ class Node:
 
     def _on_forward_reply(self, fr: ForwardReply) -> None:
         pending = self.forwards.pop(fr.fwd_id, None)
-        if pending is not None:
-            self._send_to(pending.route, fr.reply, relayed=True)
+        if pending is None:
+            return
+        try:
+            body = json.loads(fr.reply)
+            body["served_by"], body["node"] = body.get("node"), self.id
+            reply = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        except (ValueError, TypeError, AttributeError):
+            self.metrics.decode_errors.labels(self.raft.leader_id or "?", "bad_forward_reply").inc()
+            reply = proto.reply_error(
+                proto.INTERNAL,
+                "the leader sent an unreadable reply",
+                pending.route.rid,
+                self.id,
+                self.raft.leader_id or None,
+            )
+        self._send_to(pending.route, reply, relayed=True)
 
     def _retry_waiting(self) -> None:
         waiting, self.waiting_for_leader = self.waiting_for_leader, []

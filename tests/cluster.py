@@ -57,7 +57,8 @@ class Cluster:
         ]
         for nid in self.ids:
             lines.append(
-                f'[[node]]\nid = "{nid}"\nraft = "{self.raft[nid]}"\nclient = "{self.client[nid]}"\n'
+                f'[[node]]\nid = "{nid}"\nraft = "{self.raft[nid]}"\n'
+                f'client = "{self.client[nid]}"\n'
                 f'data_dir = "{workdir / nid}"\nmetrics = "{self.metrics[nid]}"\n'
             )
         self.config = workdir / "ensemble.toml"
@@ -73,10 +74,25 @@ class Cluster:
             log = open(self.workdir / f"{node}.log", "ab")
             self.logs[node] = log
             self.procs[node] = subprocess.Popen(
-                [sys.executable, "-m", "zraft", "run", "--config", str(self.config), "--node", node,
-                 "--log-format", "text", "--log-level", "info"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                [
+                    sys.executable,
+                    "-m",
+                    "zraft",
+                    "run",
+                    "--config",
+                    str(self.config),
+                    "--node",
+                    node,
+                    "--log-format",
+                    "text",
+                    "--log-level",
+                    "info",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )
 
     def kill(self, nid: str, sig: int = signal.SIGKILL) -> None:
@@ -87,7 +103,7 @@ class Cluster:
                 p.wait(timeout=15)
 
     def stop_all(self, sig: int = signal.SIGTERM) -> None:
-        for nid, p in self.procs.items():
+        for p in self.procs.values():
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGCONT)
                 os.kill(p.pid, sig)

@@ -9,12 +9,39 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "zraft" / "core"
 
 FORBIDDEN_IN_CORE = {
-    "zmq", "os", "time", "threading", "socket", "select", "asyncio", "subprocess", "pluggy",
-    "prometheus_client", "io", "pathlib", "shutil", "signal", "logging", "datetime", "pickle",
-    "msgpack", "json", "secrets", "uuid",
+    "zmq",
+    "os",
+    "time",
+    "threading",
+    "socket",
+    "select",
+    "asyncio",
+    "subprocess",
+    "pluggy",
+    "prometheus_client",
+    "io",
+    "pathlib",
+    "shutil",
+    "signal",
+    "logging",
+    "datetime",
+    "pickle",
+    "msgpack",
+    "json",
+    "secrets",
+    "uuid",
 }
-ABOVE_CORE = {"zraft.node", "zraft.daemon", "zraft.cli", "zraft.api", "zraft.transport",
-              "zraft.storage", "zraft.plugins", "zraft.metrics", "zraft.config"}
+ABOVE_CORE = {
+    "zraft.node",
+    "zraft.daemon",
+    "zraft.cli",
+    "zraft.api",
+    "zraft.transport",
+    "zraft.storage",
+    "zraft.plugins",
+    "zraft.metrics",
+    "zraft.config",
+}
 
 
 def imports(path: Path) -> set[str]:

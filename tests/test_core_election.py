@@ -36,7 +36,10 @@ def test_at_most_one_leader_per_term_across_many_seeds() -> None:
 
 def test_vote_is_durable_before_the_reply_leaves() -> None:
     """Figure 2: votedFor is persisted before responding; the reply is never an early message."""
-    node = Raft(CoreConfig("n2", ("n1", "n2", "n3"), pre_vote=False, **CFG), rng=__import__("random").Random(1))
+    node = Raft(
+        CoreConfig("n2", ("n1", "n2", "n3"), pre_vote=False, **CFG),
+        rng=__import__("random").Random(1),
+    )
     node.step(Message(MsgType.VOTE, 1, "n1", "n2", index=0, log_term=0))
     rd = node.ready()
     assert rd.hard_state == HardState(term=1, voted_for="n1", commit=0)
@@ -51,8 +54,12 @@ def test_vote_refused_to_a_candidate_with_a_stale_log() -> None:
     import random
 
     log = RaftLog([Entry(1, 1), Entry(2, 2)])
-    node = Raft(CoreConfig("n2", ("n1", "n2", "n3"), pre_vote=False, **CFG), random.Random(1),
-                HardState(term=2), log)
+    node = Raft(
+        CoreConfig("n2", ("n1", "n2", "n3"), pre_vote=False, **CFG),
+        random.Random(1),
+        HardState(term=2),
+        log,
+    )
     # Same last term, shorter log.
     node.step(Message(MsgType.VOTE, 3, "n1", "n2", index=1, log_term=2))
     # Longer log, but older last term.
@@ -119,9 +126,7 @@ def test_vote_requests_ignored_while_a_leader_is_heard_from() -> None:
     net = SimNetwork(3, seed=5, **CFG)
     net.elect("n1")
     term = net.nodes["n2"].raft.term
-    net.nodes["n2"].raft.step(
-        Message(MsgType.VOTE, term + 1, "n3", "n2", index=99, log_term=term)
-    )
+    net.nodes["n2"].raft.step(Message(MsgType.VOTE, term + 1, "n3", "n2", index=99, log_term=term))
     assert net.nodes["n2"].raft.term == term
     assert not net.nodes["n2"].raft.has_ready() or not [
         m for m in net.nodes["n2"].raft.msgs if m.type is MsgType.VOTE_RESP
@@ -133,7 +138,7 @@ def test_check_quorum_partitioned_leader_steps_down_within_election_timeout() ->
     net = SimNetwork(3, seed=9, **CFG)
     net.elect("n1")
     net.isolate("n1")
-    for tick in range(1, 11):
+    for tick in range(1, 11):  # noqa: B007 - read after the loop
         net.tick(1, only=["n1"])
         if net.nodes["n1"].raft.role is not Role.LEADER:
             break

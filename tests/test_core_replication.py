@@ -114,7 +114,9 @@ def test_many_entries_per_append_and_several_in_flight() -> None:
     assert len(appends) == 1 and len(appends[0].entries) == 10
     lead.advance(rd)
     # After an ack the leader fills the pipeline up to max_inflight appends.
-    lead.step(Message(MsgType.APPEND_RESP, lead.term, "n2", "n1", index=appends[0].entries[-1].index))
+    lead.step(
+        Message(MsgType.APPEND_RESP, lead.term, "n2", "n1", index=appends[0].entries[-1].index)
+    )
     rd = lead.ready()
     to_n2 = [m for m in rd.early_messages + rd.messages if m.dst == "n2" and m.entries]
     assert len(to_n2) == 4
@@ -204,7 +206,7 @@ def test_read_index_waits_for_a_heartbeat_quorum() -> None:
 
 
 def test_read_index_on_an_isolated_leader_is_never_confirmed() -> None:
-    """Thesis §6.4: a deposed leader cannot serve a linearizable read; it is rejected on step-down."""
+    """Thesis §6.4: a deposed leader cannot serve a read; it is rejected on step-down."""
     net = SimNetwork(3, seed=6, **CFG)
     net.elect("n1")
     net.isolate("n1")

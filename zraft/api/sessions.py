@@ -71,7 +71,10 @@ class SessionTable:
         s.last_used_ms = now_ms
         s.replies[seq] = reply
         while len(s.replies) > RESPONSES_PER_CLIENT:
-            oldest = min(s.replies)
+            # Evict in log order (O(1)): a client's seqs reach the log nearly in
+            # order, so the first recorded is the oldest. The floor makes any
+            # retry older than what is remembered fail loudly, never re-apply.
+            oldest = next(iter(s.replies))
             del s.replies[oldest]
             s.floor = max(s.floor, oldest)
 

@@ -188,8 +188,12 @@ def parse_config(text: str, path: str) -> EnsembleConfig:
     except tomli.TOMLDecodeError as e:
         raise ConfigError([f"{path}:{e.lineno}:{e.colno}: {e.msg}"]) from None
     c = _Collector(path)
-    sections = {"raft": RaftConfig, "storage": StorageConfig,
-                "client": ClientConfig, "plugins": PluginsConfig}
+    sections = {
+        "raft": RaftConfig,
+        "storage": StorageConfig,
+        "client": ClientConfig,
+        "plugins": PluginsConfig,
+    }
     _unknown_keys(c, "", doc, ["ensemble", "node", *sections])
     name = _ensemble_name(c, doc.get("ensemble"))
     built = {}
@@ -203,10 +207,17 @@ def parse_config(text: str, path: str) -> EnsembleConfig:
     warnings = []
     if len(nodes) % 2 == 0:
         n = len(nodes)
-        warnings.append(f"{path}: node: {n} nodes tolerate no more failures than {n - 1} "
-                        f"({(n - 1) // 2} each); prefer an odd number")
-    return EnsembleConfig(path=path, name=name, nodes=tuple(NodeConfig(**n) for n in nodes),
-                          warnings=tuple(warnings), **built)
+        warnings.append(
+            f"{path}: node: {n} nodes tolerate no more failures than {n - 1} "
+            f"({(n - 1) // 2} each); prefer an odd number"
+        )
+    return EnsembleConfig(
+        path=path,
+        name=name,
+        nodes=tuple(NodeConfig(**n) for n in nodes),
+        warnings=tuple(warnings),
+        **built,
+    )
 
 
 def describe(config: EnsembleConfig) -> str:
@@ -214,10 +225,15 @@ def describe(config: EnsembleConfig) -> str:
     n, r, s, cl, p = len(config.nodes), config.raft, config.storage, config.client, config.plugins
     f = (n - 1) // 2
     width = max(len(i) for i in config.ids)
-    lines = [f'ensemble "{config.name}" from {config.path}: {n} node{"s" * (n != 1)}, '
-             f"tolerates {f} failure{'s' * (f != 1)}"]
-    lines += [f"  {node.id:<{width}}  raft {node.raft}  client {node.client}  "
-              f"metrics {node.metrics or 'off'}  data {node.data_dir}" for node in config.nodes]
+    lines = [
+        f'ensemble "{config.name}" from {config.path}: {n} node{"s" * (n != 1)}, '
+        f"tolerates {f} failure{'s' * (f != 1)}"
+    ]
+    lines += [
+        f"  {node.id:<{width}}  raft {node.raft}  client {node.client}  "
+        f"metrics {node.metrics or 'off'}  data {node.data_dir}"
+        for node in config.nodes
+    ]
     lines += [
         f"raft: tick {r.tick_ms} ms, heartbeat {r.heartbeat_interval_ms} ms "
         f"({r.heartbeat_ticks} ticks), election timeout {r.election_timeout_ms} ms "
@@ -351,8 +367,12 @@ def _section(c: _Collector, key: str, table: Any, cls: type) -> Any:
 
 def _ensemble_name(c: _Collector, table: Any) -> str:
     if not isinstance(table, dict):
-        c.error("ensemble", 'missing table; add [ensemble] with name = "..."' if table is None
-                else f"must be a table (got {_got(table)})")
+        c.error(
+            "ensemble",
+            'missing table; add [ensemble] with name = "..."'
+            if table is None
+            else f"must be a table (got {_got(table)})",
+        )
         return ""
     _unknown_keys(c, "ensemble", table, ["name"])
     if "name" not in table:
@@ -376,8 +396,11 @@ def _check_raft_timing(c: _Collector, r: RaftConfig) -> None:
     # Raft §5.6: broadcastTime << electionTimeout, or followers campaign
     # while the leader is healthy.
     if not c.bad & {hb, el} and r.election_timeout_ms < 3 * r.heartbeat_interval_ms:
-        c.error(el, f"must be at least 3 × heartbeat_interval_ms "
-                    f"(got {r.election_timeout_ms} < {3 * r.heartbeat_interval_ms})")
+        c.error(
+            el,
+            f"must be at least 3 × heartbeat_interval_ms "
+            f"(got {r.election_timeout_ms} < {3 * r.heartbeat_interval_ms})",
+        )
 
 
 def _host_port(text: str, shown: str) -> tuple[str, int]:
@@ -419,7 +442,7 @@ def _endpoint(value: Any) -> str:
     """Checks a ZeroMQ endpoint that peers or clients connect to."""
     text = _string(value)
     if text.startswith("ipc://"):
-        ipc = text[len("ipc://"):]
+        ipc = text[len("ipc://") :]
         if not ipc:
             raise _Invalid(f"{_q(text)} has no path")
         if len(ipc.encode()) > _IPC_PATH_MAX:
@@ -427,7 +450,7 @@ def _endpoint(value: Any) -> str:
         return text
     if not text.startswith("tcp://"):
         raise _Invalid(f'must be "tcp://host:port" or "ipc://path" (got {_q(text)})')
-    host, _ = _host_port(text[len("tcp://"):], _q(text))
+    host, _ = _host_port(text[len("tcp://") :], _q(text))
     if host in _WILDCARDS:
         raise _Invalid(f"{_q(text)}: other nodes cannot connect to {host}; name the host")
     return text
@@ -477,8 +500,13 @@ def _nodes(c: _Collector, raw: Any) -> list[dict[str, Any]]:
         c.error("node", "at least one [[node]] is required")
     elif len(raw) > MAX_NODES:
         c.error("node", f"at most {MAX_NODES} nodes are supported (got {len(raw)})")
-    checkers = {"id": _name, "raft": _endpoint, "client": _endpoint,
-                "data_dir": _directory, "metrics": _metrics}
+    checkers = {
+        "id": _name,
+        "raft": _endpoint,
+        "client": _endpoint,
+        "data_dir": _directory,
+        "metrics": _metrics,
+    }
     nodes: list[dict[str, Any]] = []
     for i, table in enumerate(raw):
         _unknown_keys(c, f"node[{i}]", table, list(checkers))
@@ -504,16 +532,18 @@ def _nodes(c: _Collector, raw: Any) -> list[dict[str, Any]]:
         machine = _machine(node["raft"]) if "raft" in node else None
         for key in ("raft", "client", "metrics"):
             if key in node:
-                other = next((p for p, e, m in bound
-                              if _clashes(node[key], e, machine, m)), None)
+                other = next((p for p, e, m in bound if _clashes(node[key], e, machine, m)), None)
                 if other:
                     c.error(f"node[{i}].{key}", f"{_q(node[key])} is already used by {other}")
                 bound.append((f"node[{i}].{key}", node[key], machine))
         if machine is not None and "data_dir" in node:
             where = (machine, os.path.normpath(node["data_dir"]))
             if where in dirs:
-                c.error(f"node[{i}].data_dir", f"{_q(str(node['data_dir']))} on the same host "
-                                               f"is already used by {dirs[where]}")
+                c.error(
+                    f"node[{i}].data_dir",
+                    f"{_q(str(node['data_dir']))} on the same host "
+                    f"is already used by {dirs[where]}",
+                )
             dirs.setdefault(where, f"node[{i}].data_dir")
     return nodes
 

@@ -137,7 +137,9 @@ def make_plugin_manager(
     for module_name in modules:
         if module_name not in disable:
             _register(
-                pm, module_name, f"module {module_name}",
+                pm,
+                module_name,
+                f"module {module_name}",
                 lambda m=module_name: importlib.import_module(m),
             )
 
@@ -200,8 +202,11 @@ def _type_ok(type_: str, value: Any) -> bool:
 
 
 _TYPE_NAMES = {
-    "str": "a string", "int": "an integer", "number": "a finite number",
-    "list[str]": "a list of strings", "any": "a JSON value",
+    "str": "a string",
+    "int": "an integer",
+    "number": "a finite number",
+    "list[str]": "a list of strings",
+    "any": "a JSON value",
 }
 
 
@@ -246,8 +251,7 @@ class CommandTable:
             raise fail(f"command name {spec.name!r} is reserved by zraft")
         if spec.name in self._specs:
             raise fail(
-                f"command {spec.name!r} is already declared by plugin "
-                f"{self._owners[spec.name]!r}"
+                f"command {spec.name!r} is already declared by plugin {self._owners[spec.name]!r}"
             )
         if spec.kind not in ("read", "write"):
             raise fail(f"command {spec.name!r} has kind {spec.kind!r}, not 'read' or 'write'")
@@ -330,17 +334,17 @@ class CommandTable:
         out = []
         for name in self.names():
             spec = self._specs[name]
-            usage = " ".join(
-                [name] + [a.name if a.required else f"[{a.name}]" for a in spec.args]
+            usage = " ".join([name] + [a.name if a.required else f"[{a.name}]" for a in spec.args])
+            out.append(
+                {
+                    "name": name,
+                    "kind": spec.kind,
+                    "plugin": self._owners[name],
+                    "usage": usage,
+                    "help": spec.help,
+                    "args": [
+                        {"name": a.name, "type": a.type, "required": a.required} for a in spec.args
+                    ],
+                }
             )
-            out.append({
-                "name": name,
-                "kind": spec.kind,
-                "plugin": self._owners[name],
-                "usage": usage,
-                "help": spec.help,
-                "args": [
-                    {"name": a.name, "type": a.type, "required": a.required} for a in spec.args
-                ],
-            })
         return out

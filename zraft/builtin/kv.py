@@ -35,32 +35,43 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
-        "set", "write", (Arg("key"), Arg("value", "any"), Arg("ttl_ms", "int", False)),
+        "set",
+        "write",
+        (Arg("key"), Arg("value", "any"), Arg("ttl_ms", "int", False)),
         "Set key to value, expiring after ttl_ms if given (else no expiry); return true.",
     ),
     CommandSpec("del", "write", (Arg("key"),), "Delete key; return whether it existed."),
     CommandSpec(
-        "expire", "write", (Arg("key"), Arg("ttl_ms", "int")),
+        "expire",
+        "write",
+        (Arg("key"), Arg("ttl_ms", "int")),
         "Make an existing key expire after ttl_ms; return whether it existed.",
     ),
     CommandSpec(
-        "incr", "write", (Arg("key"), Arg("by", "int", False)),
+        "incr",
+        "write",
+        (Arg("key"), Arg("by", "int", False)),
         "Add by (default 1) to the integer at key (missing = 0); return the new value.",
     ),
     CommandSpec(
-        "cas", "write",
+        "cas",
+        "write",
         (Arg("key"), Arg("expected", "any"), Arg("value", "any"), Arg("ttl_ms", "int", False)),
         "Set key to value if it holds expected (null: if absent); return {ok, value}.",
     ),
     CommandSpec("get", "read", (Arg("key"),), "Return the value at key, or null."),
     CommandSpec("exists", "read", (Arg("key"),), "Return whether key exists."),
     CommandSpec(
-        "ttl", "read", (Arg("key"),),
+        "ttl",
+        "read",
+        (Arg("key"),),
         "Return the ms left before key expires; -1 without expiry, -2 if missing.",
     ),
     CommandSpec("mget", "read", (Arg("keys", "list[str]"),), "Return the values at keys."),
     CommandSpec(
-        "keys", "read", (Arg("prefix", "str", False), Arg("limit", "int", False)),
+        "keys",
+        "read",
+        (Arg("prefix", "str", False), Arg("limit", "int", False)),
         "Return up to limit (default 1000) sorted keys starting with prefix.",
     ),
 )
@@ -159,12 +170,18 @@ class KVStore:
         # equals its deadline. Stale entries are dropped when they reach the top.
         self._heap: list[tuple[int, str]] = []
         self._writes: dict[str, Callable[[dict[str, Any], int], Any]] = {
-            "set": self._set, "del": self._del, "expire": self._expire,
-            "incr": self._incr, "cas": self._cas,
+            "set": self._set,
+            "del": self._del,
+            "expire": self._expire,
+            "incr": self._incr,
+            "cas": self._cas,
         }
         self._reads: dict[str, Callable[[dict[str, Any], int], Any]] = {
-            "get": self._get, "exists": self._exists, "ttl": self._ttl_left,
-            "mget": self._mget, "keys": self._keys,
+            "get": self._get,
+            "exists": self._exists,
+            "ttl": self._ttl_left,
+            "mget": self._mget,
+            "keys": self._keys,
         }
 
     # -- hooks -------------------------------------------------------------

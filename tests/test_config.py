@@ -183,11 +183,11 @@ def test_a_bad_field_does_not_cause_follow_on_errors():
 
 
 def test_other_sections_are_typed_and_ranged():
-    extra = ('[storage]\nsnapshot_entries = -1\n[client]\nmax_pending = 0\n'
+    extra = ('[storage]\nsegment_bytes = 0\n[client]\nmax_pending = 0\n'
              '[plugins]\nmodules = ["ok.mod", "not a module"]\nfiles = ["p.txt"]\n'
              'disable = "kv"\n')
     assert errors_of(ensemble(extra=extra)) == [
-        f"{F}: storage.snapshot_entries: must be at least 0 (got -1)",
+        f"{F}: storage.segment_bytes: must be at least 1 (got 0)",
         f"{F}: client.max_pending: must be at least 1 (got 0)",
         f'{F}: plugins.disable: must be an array of strings (got string "kv")',
         f'{F}: plugins.modules[1]: "not a module" is not a dotted module name',
@@ -199,11 +199,11 @@ def test_settings_override_the_defaults_and_paths_expand_home():
     text = ensemble(
         node_toml(1, data_dir='"~/zr/n1"'), node_toml(2), node_toml(3, metrics=None),
         raft="pre_vote = false\nmax_inflight_appends = 8",
-        extra='[storage]\nsnapshot_entries = 0\n[plugins]\nfiles = ["~/p.py"]\ndisable = ["kv"]\n',
+        extra='[storage]\nsegment_bytes = 4096\n[plugins]\nfiles = ["~/p.py"]\ndisable = ["kv"]\n',
     )
     config = parse_config(text, F)
     assert config.raft == RaftConfig(pre_vote=False, max_inflight_appends=8)
-    assert config.storage.snapshot_entries == 0
+    assert config.storage.segment_bytes == 4096
     assert config.plugins == PluginsConfig(files=(Path.home() / "p.py",), disable=("kv",))
     assert config.nodes[0].data_dir == Path.home() / "zr" / "n1"
     assert config.nodes[2].metrics is None

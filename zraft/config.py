@@ -91,12 +91,10 @@ class RaftConfig:
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    """Write-ahead log and snapshot policy, the ``[storage]`` table."""
+    """Write-ahead log policy, the ``[storage]`` table."""
 
     # A WAL segment is closed and a new one started past this size.
     segment_bytes: int = _setting(67108864, lo=1)
-    # Take a snapshot after this many applied entries (0 = never).
-    snapshot_entries: int = _setting(20000, lo=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +239,7 @@ def describe(config: EnsembleConfig) -> str:
         f"check-quorum {'on' if r.check_quorum else 'off'}; appends of at most "
         f"{r.max_entries_per_append} entries / {r.max_bytes_per_append} bytes, "
         f"{r.max_inflight_appends} in flight",
-        f"storage: segments of {s.segment_bytes} bytes, snapshot every "
-        + (f"{s.snapshot_entries} entries" if s.snapshot_entries else "never"),
+        f"storage: segments of {s.segment_bytes} bytes",
         f"client: timeout {cl.request_timeout_ms} ms, max request {cl.max_request_bytes} "
         f"bytes, max pending {cl.max_pending}",
         f"plugins: modules [{', '.join(p.modules)}], files [{', '.join(map(str, p.files))}], "

@@ -95,6 +95,9 @@ def cmd_kv(args: argparse.Namespace) -> int:
             return 1
     if isinstance(result, str) and not args.json:
         print(result)
+    elif args.cmd == "keys" and not args.json:
+        for key in result:
+            print(key)
     else:
         print(json.dumps(result))
     return 0
@@ -103,7 +106,16 @@ def cmd_kv(args: argparse.Namespace) -> int:
 def cmd_call(args: argparse.Namespace) -> int:
     from zraft.api.client import Client
 
-    body = json.loads(args.request)
+    try:
+        body = json.loads(args.request)
+    except ValueError as exc:
+        print(f"error: the request is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(body, dict):
+        print(
+            'error: the request must be a JSON object, e.g. \'{"cmd": "status"}\'', file=sys.stderr
+        )
+        return 2
     with Client(_endpoints(args), timeout=args.timeout, retry_for=3 * args.timeout) as client:
         reply = client.request(body)
     print(json.dumps(reply))
@@ -194,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text, params in KV_COMMANDS:
         p = sub.add_parser(name, help=help_text)
         _add_target(p)
-        p.add_argument("--json", action="store_true", help="print string results as JSON")
+        p.add_argument("--json", action="store_true", help="print results as JSON")
         names = []
         for arg, typ, arg_help in params:
             nargs = "+" if name == "mget" else None

@@ -20,7 +20,13 @@ from zraft.core.messages import Entry, EntryKind, HardState, SnapshotMeta
 from zraft.storage import CorruptionError, LogStorage, Recovered, StorageError
 from zraft.storage.memory import MemoryStorage
 from zraft.storage.snapshot import SnapshotStore
-from zraft.storage.wal import HEADER, HEADER_CHECKED, HEADER_SIZE, WalStorage
+from zraft.storage.wal import (
+    HEADER,
+    HEADER_CHECKED,
+    HEADER_SIZE,
+    WalStorage,
+    _hard_state_record,
+)
 
 # -- helpers -------------------------------------------------------------------
 
@@ -282,6 +288,46 @@ def test_partly_zeroed_last_write_is_truncated(tmp_path: Path) -> None:
     recovered = recover(tmp_path)
     assert recovered.entries == entries[:-3]
     assert recovered.truncated_bytes == len(buf) - third_last
+
+
+def _overwrite_then_tear(tmp_path: Path, keep: slice) -> tuple[Recovered, HardState, list[Entry]]:
+    """A follower stores 1..5@1 and 6..10@2 durably; a term-3 leader then overwrites
+    6..10 and commits them in one Ready. Of that last write only the bytes in
+    ``keep`` reach the disk (the rest reads as zeros): a power loss mid-writeback."""
+    wal = opened(tmp_path)
+    wal.append(HardState(2, "n1", 5), ents(1, 5) + ents(6, 10, term=2), sync=True)
+    (segment,) = (tmp_path / "wal").iterdir()
+    durable = segment.stat().st_size
+    new_hs, new_entries = HardState(3, "", 10), ents(6, 10, term=3)
+    wal.append(new_hs, new_entries, sync=False)
+    wal.close()
+    buf = bytearray(segment.read_bytes())
+    last_write = bytes(buf[durable:])
+    torn = bytearray(len(last_write))
+    torn[keep] = last_write[keep]
+    buf[durable:] = torn
+    segment.write_bytes(bytes(buf))
+    return recover(tmp_path), new_hs, new_entries
+
+
+def test_a_torn_write_never_keeps_a_commit_without_its_entries(tmp_path: Path) -> None:
+    # Regression (safety review): the hard state was written before the entries it
+    # commits, so a torn write could keep commit=10 over the stale 6..10@2 and the
+    # node would apply entries that were never committed. Every prefix of the write.
+    for cut in range(0, 400, 7):
+        recovered, new_hs, new_entries = _overwrite_then_tear(tmp_path / f"{cut}", slice(0, cut))
+        if recovered.hard_state == new_hs:
+            assert recovered.entries[5:] == new_entries, cut
+        else:
+            assert recovered.hard_state.commit == 5, cut
+
+
+def test_hard_state_surviving_alone_is_refused_not_applied(tmp_path: Path) -> None:
+    # Pages can reach the disk out of order: if only the end of the write (the hard
+    # state) survived, recovery must stop at the hole, never trust the commit index.
+    hs_size = len(_hard_state_record(HardState(3, "", 10)))
+    with pytest.raises(CorruptionError, match="corrupt record at offset"):
+        _overwrite_then_tear(tmp_path, slice(-hs_size, None))
 
 
 def test_flipped_byte_in_middle_record_names_file_and_offset(tmp_path: Path) -> None:

@@ -42,8 +42,9 @@ class RaftLog:
             if entry.index != snapshot_index + 1 + offset:
                 raise ValueError(f"log entries not contiguous at index {entry.index}")
         self.stable_index = self.last_index()  # whatever we were given came from storage
-        # A persisted commit index may exceed the stored log only if storage lost
-        # entries it had acknowledged; never trust it beyond what we hold.
+        # Storage writes entries before the hard state that commits them, so a
+        # recovered commit index beyond the stored log means storage lost data;
+        # never trust it beyond what we hold.
         self.committed = min(max(committed, snapshot_index), self.last_index())
         self.applied = snapshot_index if applied is None else applied
 

@@ -252,7 +252,7 @@ class WalStorage:
         )
 
     def append(self, hard_state: HardState | None, entries: Sequence[Entry], sync: bool) -> None:
-        """Write ``hard_state`` (if given) and ``entries`` in one write; fsync once if ``sync``.
+        """Write ``entries``, then ``hard_state`` (if given), in one write; fsync once if ``sync``.
 
         An entry at or below the last stored index replaces the stored suffix
         from that index (§5.3). Raises ValueError, before writing anything, if
@@ -270,14 +270,17 @@ class WalStorage:
         crc32 = zlib.crc32
         add = parts.append
         try:
-            if hard_state is not None:
-                add(_hard_state_record(hard_state))
             for e in entries:  # _record, inlined: this loop is the hot path
                 payload = pack_entry(e.term, e.index, e.kind) + e.data
                 head = pack_head(len(payload), ENTRY, crc32(payload))
                 add(head)
                 add(pack_u32(crc32(head)))
                 add(payload)
+            # The hard state goes after the entries it may commit (etcd's order): if a
+            # power loss keeps it, recovery either finds every entry before it or stops
+            # at a bad record, so a surviving commit index never covers lost entries.
+            if hard_state is not None:
+                add(_hard_state_record(hard_state))
         except struct.error as exc:  # negative or > u64 numbers, data over 4 GiB
             raise ValueError(f"cannot encode record: {exc}") from exc
         if parts:

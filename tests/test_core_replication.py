@@ -122,6 +122,26 @@ def test_many_entries_per_append_and_several_in_flight() -> None:
     assert len(to_n2) == 4
 
 
+def test_appends_lost_in_a_partition_do_not_pause_a_follower_forever() -> None:
+    """Raft §5.3 liveness: appends lost while a follower was cut off filled its window
+    of appends in flight; once it answers heartbeats again it is caught up, so the
+    leader and it form a quorum when the third node dies (regression: found by review)."""
+    net = SimNetwork(3, seed=1, max_inflight=4, **CFG)
+    net.elect("n1")
+    net.partition(["n1", "n2"], ["n3"])
+    for i in range(20):
+        net.propose("n1", b"b%d" % i)
+    lead = net.nodes["n1"].raft
+    assert lead.progress["n3"].is_paused()
+    net.heal()
+    net.tick(5 * CFG["election_ticks"])
+    assert net.nodes["n3"].raft.log.last_index() == lead.log.last_index()
+    net.isolate("n2")
+    index, _ = net.propose("n1", b"after n2 died")
+    net.tick(CFG["election_ticks"], only=("n1", "n3"))
+    assert lead.role is Role.LEADER and lead.log.committed >= index
+
+
 def test_leader_counts_its_own_entry_only_after_it_is_durable() -> None:
     """Thesis §10.2.1: appends may leave before the leader's fsync; its own copy counts after."""
     net = SimNetwork(3, seed=4, **CFG)

@@ -84,6 +84,7 @@ def step(r: Raft, m: Message) -> None:
     elif t is MsgType.HEARTBEAT_RESP:
         _mark_active(r, m.src)
         pr.probe_sent = False
+        pr.free_first_one()  # appends lost in a partition must not pause it forever
         if pr.match_index < r.log.last_index():
             send_append(r, m.src)
         if m.context:

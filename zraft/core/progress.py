@@ -53,6 +53,16 @@ class Progress:
         else:
             self.probe_sent = True
 
+    def free_first_one(self) -> None:
+        """Forget the oldest append in flight if the window is full (etcd's FreeFirstOne).
+
+        Called when the follower answers a heartbeat: it is alive, so if the window
+        is full its appends were lost or are very slow. One more append may go; if
+        the earlier ones were lost, the follower rejects it and the leader probes.
+        """
+        if self.state is ProgressState.REPLICATE and len(self.inflight) >= self.max_inflight:
+            self.inflight.popleft()
+
     def maybe_update(self, index: int) -> bool:
         """Record that the follower matches up to ``index``; return whether it advanced."""
         updated = False

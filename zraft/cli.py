@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
+    from zraft.check.cli import add_parser as add_check_history
+
+    add_check_history(sub)
     return parser
 
 

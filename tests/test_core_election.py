@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tests.simnet import SimNetwork
@@ -131,6 +133,32 @@ def test_vote_requests_ignored_while_a_leader_is_heard_from() -> None:
     assert not net.nodes["n2"].raft.has_ready() or not [
         m for m in net.nodes["n2"].raft.msgs if m.type is MsgType.VOTE_RESP
     ]
+
+
+def test_vote_after_a_prevote_win_does_not_override_the_lease() -> None:
+    """Thesis §9.6 + §4.2.3: only a leadership transfer may override a receiver's leader
+    lease. A node that won its PreVote with a grant that has since gone stale sends an
+    ordinary VOTE, which a leader still in contact with a quorum ignores (regression:
+    the VOTE after a PreVote win used to carry the transfer context)."""
+    net = SimNetwork(3, seed=3, **CFG)
+    net.elect("n1")
+    net.tick(3)
+    n1, n2, n3 = (net.nodes[i].raft for i in net.ids)
+    n2.election_elapsed = CFG["election_ticks"]  # n2 missed the leader: it grants PreVote
+    net.partition(["n1", "n2"], ["n2", "n3"])
+    net.cut -= {("n2", "n3"), ("n3", "n2")}
+    held: list[Message] = []
+    net.drop_filter = lambda m: m.type is MsgType.VOTE and (held.append(m) or True)
+    n3.campaign()
+    net.deliver_all()
+    assert n3.role is Role.CANDIDATE and held, "n3 won its PreVote with n2's grant"
+    assert all(m.context == b"" for m in held)
+    net.drop_filter = None
+    net.isolate("n3")
+    net.tick(1, only=("n1",))  # n2 hears from the leader again
+    to_n1 = dataclasses.replace(held[0], dst="n1")  # the VOTE n3 sends to n1 as well
+    n1.step(to_n1)
+    assert n1.role is Role.LEADER and n1.term == to_n1.term - 1
 
 
 def test_check_quorum_partitioned_leader_steps_down_within_election_timeout() -> None:

@@ -83,7 +83,8 @@ def written_log(tmp_path: Path, n: int = 20) -> tuple[Path, list[Entry]]:
     """A closed WAL with a hard state and entries 1..n, each in its own record."""
     wal = opened(tmp_path)
     entries = ents(1, n)
-    wal.append(HardState(1, "n1", 0), entries, sync=True)
+    wal.append(HardState(1, "n1", 0), [], sync=True)
+    wal.append(None, entries, sync=True)  # the last record is entry n
     wal.close()
     (segment,) = (tmp_path / "wal").iterdir()
     return segment, entries

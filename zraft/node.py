@@ -134,6 +134,9 @@ class Node(ClientRequests):
         self.batch_reads: list[PendingRequest] = []
         self.reads: dict[bytes, list[PendingRequest]] = {}  # ReadIndex context -> reads
         self.parked_reads: list[tuple[int, list[PendingRequest]]] = []  # (read index, reads)
+        # What the state machine holds: ahead of raft.log.applied while a Ready is
+        # handled (the core learns of applied entries only at advance).
+        self.applied_index = self.raft.log.applied
         self.next_read_ctx = 1
         self.last_clock_proposal = 0.0
         self._stop_requested = False
@@ -296,7 +299,8 @@ class Node(ClientRequests):
                     self._reply_outcome(pw.route, outcome)
         self.metrics.proposals_committed.inc(len(entries))
         self.metrics.proposals_applied.inc(len(entries))
-        self._serve_parked_reads(entries[-1].index)
+        self.applied_index = entries[-1].index
+        self._serve_parked_reads(self.applied_index)
 
     def _apply_normal(self, e: Entry) -> list[Any] | None:
         try:
@@ -406,6 +410,10 @@ class Node(ClientRequests):
                     self.raft.propose(payloads.encode_clock(self.last_stamp_ms))
                 except (NotLeader, ProposalDropped):
                     pass
+        if self.waiting_for_leader and self.raft.leader_id and not self.raft.lead_transferee:
+            # A leader is known and not handing over (e.g. a transfer timed out and this
+            # node kept leading): requests parked meanwhile must not wait for a change.
+            self._retry_waiting()
         self._expire(now)
 
     # ------------------------------------------------------------------

@@ -164,7 +164,7 @@ class ClientRequests:
             return
         if rejected:
             self.waiting_for_leader.extend(batch)  # retried once a leader is known again
-        elif index <= self.raft.log.applied:
+        elif index <= self.applied_index:  # entries of this same Ready count
             for p in batch:
                 self._serve_read(p)
         else:
@@ -183,7 +183,7 @@ class ClientRequests:
         self.parked_reads = keep
 
     def _serve_read(self, p: PendingRequest) -> None:
-        ctx = QueryContext(self.raft.log.applied, self.sm_time_ms)
+        ctx = QueryContext(self.applied_index, self.sm_time_ms)
         self._reply_outcome(p.route, self._call_state_machine("zraft_query", p.command, ctx))
 
     # -- timers -----------------------------------------------------------
@@ -219,6 +219,16 @@ class ClientRequests:
                     self._reply_error(
                         p.route, proto.TIMEOUT, "the read could not be confirmed in time"
                     )
+        parked = []
+        for index, batch in self.parked_reads:
+            if batch and batch[0].deadline <= now:
+                for p in batch:
+                    self._reply_error(
+                        p.route, proto.TIMEOUT, f"this node did not apply up to {index} in time"
+                    )
+            else:
+                parked.append((index, batch))
+        self.parked_reads = parked
 
     # ------------------------------------------------------------------
     # replies

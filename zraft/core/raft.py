@@ -201,10 +201,17 @@ class Raft:
             raise NotLeader(NO_NODE)
 
     def campaign(self, transfer: bool = False) -> None:
-        """Start an election now: PreVote first unless disabled or a transfer (§5.2, §9.6)."""
+        """Start an election now: PreVote first unless disabled or a transfer (§5.2, §9.6).
+
+        ``transfer`` (a TIMEOUT_NOW from the leader, thesis §3.10) also makes the
+        vote requests override the receivers' leader lease.
+        """
         if self.role is Role.LEADER:
             return
-        if self.cfg.pre_vote and not transfer:
+        self._start_election(pre_vote=self.cfg.pre_vote and not transfer, forced=transfer)
+
+    def _start_election(self, pre_vote: bool, forced: bool) -> None:
+        if pre_vote:
             self._become_pre_candidate()
             vote_type, vote_term = MsgType.PRE_VOTE, self.term + 1
         else:
@@ -213,7 +220,7 @@ class Raft:
         if self._poll(self.id, True) >= self.quorum:
             self._won_round()
             return
-        context = TRANSFER_CONTEXT if transfer else b""
+        context = TRANSFER_CONTEXT if forced else b""
         for peer in self.voters:
             if peer != self.id:
                 self.msgs.append(
@@ -452,7 +459,9 @@ class Raft:
 
     def _won_round(self) -> None:
         if self.role is Role.PRE_CANDIDATE:
-            self.campaign(transfer=True)  # the real election, without a second PreVote
+            # The real election, without a second PreVote, and not forced: a
+            # PreVote grant may be stale, so receivers still honour their lease.
+            self._start_election(pre_vote=False, forced=False)
         else:
             self.become_leader()
 

@@ -1,0 +1,143 @@
+"""The driver (zraft/node.py) fed messages by hand: no peers, no waiting.
+
+A follower ``Node`` on in-memory storage; the test plays its leader by stepping
+messages into the core and handling every Ready the way the loop does.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from zraft.api import entries as payloads
+from zraft.api.routes import PendingRequest, Route
+from zraft.config import parse_config
+from zraft.core import Entry, EntryKind, Message, MsgType
+from zraft.node import Node
+from zraft.storage.memory import MemoryStorage
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def follower(tmp_path: Path) -> Iterator[tuple[Node, list[dict]]]:
+    toml = '[ensemble]\nname = "t"\n'
+    for i in (1, 2, 3):
+        toml += (
+            f'[[node]]\nid = "n{i}"\nraft = "tcp://127.0.0.1:{_port()}"\n'
+            f'client = "tcp://127.0.0.1:{_port()}"\ndata_dir = "{tmp_path / str(i)}"\n'
+        )
+    node = Node(parse_config(toml, "t.toml"), "n2", storage=MemoryStorage())
+    replies: list[dict] = []
+    node._send_to = lambda route, body, relayed=False: replies.append(json.loads(body))
+    try:
+        yield node, replies
+    finally:
+        node._shutdown()
+
+
+def handle_all(node: Node) -> None:
+    while node.raft.has_ready():
+        node._handle_ready(node.raft.ready())
+
+
+def replicate_a_write(node: Node) -> None:
+    """The term-1 leader n1 sends its no-op and one set; only the no-op is committed."""
+    cmd = {"cmd": "set", "key": "k", "value": "v"}
+    data = payloads.encode_command(int(time.time() * 1000), "c1", 1, cmd)
+    entries = (Entry(1, 1, EntryKind.NOOP), Entry(1, 2, EntryKind.NORMAL, data))
+    node.raft.step(Message(MsgType.APPEND, 1, "n1", "n2", index=0, log_term=0, commit=1,
+                           entries=entries))  # fmt: skip
+    handle_all(node)
+
+
+def start_read(node: Node, deadline_s: float = 1.0) -> bytes:
+    """A linearizable get arrives; the follower asks the leader for a read index."""
+    cmd = node.commands.validate({"cmd": "get", "key": "k"})
+    now = time.monotonic()
+    node.batch_reads.append(PendingRequest(Route(frames=[b"id"], started=now), b"",
+                                           now + deadline_s, cmd))  # fmt: skip
+    node._flush_reads()
+    handle_all(node)
+    (ctx,) = node.reads
+    return ctx
+
+
+def test_read_index_answer_in_the_same_ready_as_its_commit_is_served(follower) -> None:
+    # Thesis §6.4: serve once applied >= read index. The commit that reaches the read
+    # index and the read index itself arrive in one drain: the entries applied in
+    # that Ready count (regression: the read was parked for ever on an idle ensemble).
+    node, replies = follower
+    replicate_a_write(node)
+    ctx = start_read(node)
+    node.raft.step(Message(MsgType.APPEND, 1, "n1", "n2", index=2, log_term=1, commit=2))
+    node.raft.step(Message(MsgType.READ_INDEX_RESP, 1, "n1", "n2", index=2, context=ctx))
+    handle_all(node)
+    assert [(r["ok"], r["result"]) for r in replies] == [(True, "v")]
+    assert node.parked_reads == []
+
+
+def test_read_waits_for_apply_and_never_before(follower) -> None:
+    node, replies = follower
+    replicate_a_write(node)
+    ctx = start_read(node)
+    node.raft.step(Message(MsgType.READ_INDEX_RESP, 1, "n1", "n2", index=2, context=ctx))
+    handle_all(node)
+    assert replies == []  # index 2 is not applied here yet: answering now could be stale
+    node.raft.step(Message(MsgType.HEARTBEAT, 1, "n1", "n2", commit=2))
+    handle_all(node)
+    assert [(r["ok"], r["result"]) for r in replies] == [(True, "v")]
+
+
+def test_a_parked_read_past_its_deadline_gets_a_timeout_reply(follower) -> None:
+    node, replies = follower
+    replicate_a_write(node)
+    ctx = start_read(node, deadline_s=0.5)
+    node.raft.step(Message(MsgType.READ_INDEX_RESP, 1, "n1", "n2", index=2, context=ctx))
+    handle_all(node)
+    assert replies == [] and len(node.parked_reads) == 1
+    node._expire(time.monotonic() + 1.0)
+    assert [r["error"] for r in replies] == ["TIMEOUT"]
+    assert node.parked_reads == []
+
+
+def become_leader(node: Node) -> None:
+    """n2 campaigns and n1 grants its PreVote and its vote (a quorum of 3)."""
+    node.raft.campaign()
+    handle_all(node)
+    term = node.raft.term + 1
+    node.raft.step(Message(MsgType.PRE_VOTE_RESP, term, "n1", "n2"))
+    handle_all(node)
+    node.raft.step(Message(MsgType.VOTE_RESP, node.raft.term, "n1", "n2"))
+    handle_all(node)
+    assert node.raft.leader_id == "n2"
+
+
+def test_writes_refused_during_a_failed_transfer_are_proposed_when_it_ends(follower) -> None:
+    # Proposals are dropped while leadership moves (thesis §3.10); if the transfer
+    # times out and this node keeps leading, the parked writes must go in then,
+    # not wait for a leader change that never comes (regression: found by review).
+    node, replies = follower
+    become_leader(node)
+    node.raft.transfer_leader("n3")
+    body = json.dumps({"cmd": "set", "key": "k", "value": 1}).encode()
+    node._handle_request(Route(frames=[b"id"], started=time.monotonic()), body, forwarded=False)
+    assert node.pending_writes == {} and len(node.waiting_for_leader) == 1
+    for _ in range(2 * node.raft.cfg.election_ticks):
+        node.raft.tick()
+        # n1 keeps answering (CheckQuorum holds); n3 never takes over
+        node.raft.step(Message(MsgType.HEARTBEAT_RESP, node.raft.term, "n1", "n2"))
+        handle_all(node)
+    assert node.raft.leader_id == "n2" and not node.raft.lead_transferee
+    node._on_tick(time.monotonic())
+    assert node.waiting_for_leader == [] and len(node.pending_writes) == 1
+    assert replies == []

@@ -86,7 +86,11 @@ def test_embedded_default_is_a_local_three_node_ensemble():
     )
     # The default ensemble uses the declared defaults: they live in one place.
     assert (config.raft, config.storage, config.client, config.plugins) == (
-        RaftConfig(), StorageConfig(), ClientConfig(), PluginsConfig())
+        RaftConfig(),
+        StorageConfig(),
+        ClientConfig(),
+        PluginsConfig(),
+    )
 
 
 def test_production_example_uses_absolute_data_dirs_and_documents_every_key():
@@ -95,8 +99,11 @@ def test_production_example_uses_absolute_data_dirs_and_documents_every_key():
     assert all(n.data_dir.is_absolute() for n in config.nodes)
     assert all(str(n.data_dir).startswith("/var/lib/zraft") for n in config.nodes)
     text = path.read_text()
-    declared = [f.name for cls in (NodeConfig, RaftConfig, StorageConfig, ClientConfig,
-                                   PluginsConfig) for f in dataclasses.fields(cls)]
+    declared = [
+        f.name
+        for cls in (NodeConfig, RaftConfig, StorageConfig, ClientConfig, PluginsConfig)
+        for f in dataclasses.fields(cls)
+    ]
     for key in declared:
         assert f"\n{key} = " in text, f"{key} is not shown in the production example"
 
@@ -149,28 +156,42 @@ def test_unknown_key_suggests_the_close_match():
 
 def test_unknown_key_without_a_close_match_lists_the_known_keys():
     [error] = errors_of(ensemble(node_toml(1, colour='"red"')))
-    assert error == (f"{F}: node[0].colour: unknown key; "
-                     "known: id, raft, client, data_dir, metrics")
+    assert error == (
+        f"{F}: node[0].colour: unknown key; known: id, raft, client, data_dir, metrics"
+    )
 
 
-@pytest.mark.parametrize("value, got", [
-    ("true", "boolean true"), ("10.0", "float 10.0"), ('"10"', 'string "10"'), ("[10]", "an array"),
-])
+@pytest.mark.parametrize(
+    "value, got",
+    [
+        ("true", "boolean true"),
+        ("10.0", "float 10.0"),
+        ('"10"', 'string "10"'),
+        ("[10]", "an array"),
+    ],
+)
 def test_an_integer_setting_rejects_other_types_including_bool(value: str, got: str):
     assert errors_of(ensemble(raft=f"tick_ms = {value}")) == [
         f"{F}: raft.tick_ms: must be an integer (got {got})"
     ]
 
 
-@pytest.mark.parametrize("line, problem", [
-    ("tick_ms = 0", "raft.tick_ms: must be at least 1 (got 0)"),
-    ("tick_ms = 1001", "raft.tick_ms: must be at most 1000 (got 1001)"),
-    ("max_inflight_appends = 0", "raft.max_inflight_appends: must be at least 1 (got 0)"),
-    ("heartbeat_interval_ms = 105",
-     "raft.heartbeat_interval_ms: must be a multiple of tick_ms (got 105, tick_ms = 10)"),
-    ("tick_ms = 50\nheartbeat_interval_ms = 20\nelection_timeout_ms = 1000",
-     "raft.heartbeat_interval_ms: must be at least tick_ms (got 20 < 50)"),
-])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("tick_ms = 0", "raft.tick_ms: must be at least 1 (got 0)"),
+        ("tick_ms = 1001", "raft.tick_ms: must be at most 1000 (got 1001)"),
+        ("max_inflight_appends = 0", "raft.max_inflight_appends: must be at least 1 (got 0)"),
+        (
+            "heartbeat_interval_ms = 105",
+            "raft.heartbeat_interval_ms: must be a multiple of tick_ms (got 105, tick_ms = 10)",
+        ),
+        (
+            "tick_ms = 50\nheartbeat_interval_ms = 20\nelection_timeout_ms = 1000",
+            "raft.heartbeat_interval_ms: must be at least tick_ms (got 20 < 50)",
+        ),
+    ],
+)
 def test_raft_ranges(line: str, problem: str):
     assert errors_of(ensemble(raft=line)) == [f"{F}: {problem}"]
 
@@ -183,9 +204,11 @@ def test_a_bad_field_does_not_cause_follow_on_errors():
 
 
 def test_other_sections_are_typed_and_ranged():
-    extra = ('[storage]\nsegment_bytes = 0\n[client]\nmax_pending = 0\n'
-             '[plugins]\nmodules = ["ok.mod", "not a module"]\nfiles = ["p.txt"]\n'
-             'disable = "kv"\n')
+    extra = (
+        "[storage]\nsegment_bytes = 0\n[client]\nmax_pending = 0\n"
+        '[plugins]\nmodules = ["ok.mod", "not a module"]\nfiles = ["p.txt"]\n'
+        'disable = "kv"\n'
+    )
     assert errors_of(ensemble(extra=extra)) == [
         f"{F}: storage.segment_bytes: must be at least 1 (got 0)",
         f"{F}: client.max_pending: must be at least 1 (got 0)",
@@ -197,7 +220,9 @@ def test_other_sections_are_typed_and_ranged():
 
 def test_settings_override_the_defaults_and_paths_expand_home():
     text = ensemble(
-        node_toml(1, data_dir='"~/zr/n1"'), node_toml(2), node_toml(3, metrics=None),
+        node_toml(1, data_dir='"~/zr/n1"'),
+        node_toml(2),
+        node_toml(3, metrics=None),
         raft="pre_vote = false\nmax_inflight_appends = 8",
         extra='[storage]\nsegment_bytes = 4096\n[plugins]\nfiles = ["~/p.py"]\ndisable = ["kv"]\n',
     )
@@ -243,8 +268,16 @@ def test_raft_and_client_of_one_node_must_differ():
 
 
 def test_wildcard_metrics_clash_only_on_the_same_host():
-    hosts = [node_toml(i, raft=f'"tcp://192.0.2.1{i}:7100"', client=f'"tcp://192.0.2.1{i}:7000"',
-                       metrics='"0.0.0.0:9100"', data_dir='"/var/lib/zraft"') for i in (1, 2, 3)]
+    hosts = [
+        node_toml(
+            i,
+            raft=f'"tcp://192.0.2.1{i}:7100"',
+            client=f'"tcp://192.0.2.1{i}:7000"',
+            metrics='"0.0.0.0:9100"',
+            data_dir='"/var/lib/zraft"',
+        )
+        for i in (1, 2, 3)
+    ]
     assert parse_config(ensemble(*hosts), F).nodes[2].metrics == "0.0.0.0:9100"
     clash = node_toml(1, metrics='"0.0.0.0:7001"')
     assert errors_of(ensemble(clash)) == [
@@ -259,31 +292,44 @@ def test_nodes_on_one_host_must_not_share_a_data_dir():
     ]
 
 
-@pytest.mark.parametrize("endpoint", [
-    "tcp://127.0.0.1:1", "tcp://db-1.example.com:65535", "tcp://[::1]:7100", "ipc:///run/zraft/n1",
-    "ipc://@zraft-n1",
-])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp://127.0.0.1:1",
+        "tcp://db-1.example.com:65535",
+        "tcp://[::1]:7100",
+        "ipc:///run/zraft/n1",
+        "ipc://@zraft-n1",
+    ],
+)
 def test_good_endpoints(endpoint: str):
     config = parse_config(ensemble(node_toml(1, raft=f'"{endpoint}"')), F)
     assert config.nodes[0].raft == endpoint
 
 
-@pytest.mark.parametrize("endpoint, problem", [
-    ("tcp://127.0.0.1", '"tcp://127.0.0.1" has no port'),
-    ("tcp://127.0.0.1:", '"tcp://127.0.0.1:" has no port'),
-    ("tcp://:7100", '"tcp://:7100" has no host'),
-    ("tcp://127.0.0.1:0", '"tcp://127.0.0.1:0": port 0 is out of range 1..65535'),
-    ("tcp://127.0.0.1:65536", '"tcp://127.0.0.1:65536": port 65536 is out of range 1..65535'),
-    ("tcp://127.0.0.1:http", '"tcp://127.0.0.1:http": port "http" is not a number'),
-    ("tcp://::1:7100", '"tcp://::1:7100": write an IPv6 address in brackets, as in [::1]:7000'),
-    ("tcp://[::g]:7100", '"tcp://[::g]:7100": "::g" is not an IPv6 address'),
-    ("tcp://bad_host:7100", '"tcp://bad_host:7100": "bad_host" is not a host name or address'),
-    ("tcp://0.0.0.0:7100", '"tcp://0.0.0.0:7100": other nodes cannot connect to 0.0.0.0; '
-                           "name the host"),
-    ("udp://127.0.0.1:7100", 'must be "tcp://host:port" or "ipc://path" '
-                             '(got "udp://127.0.0.1:7100")'),
-    ("ipc://", '"ipc://" has no path'),
-])
+@pytest.mark.parametrize(
+    "endpoint, problem",
+    [
+        ("tcp://127.0.0.1", '"tcp://127.0.0.1" has no port'),
+        ("tcp://127.0.0.1:", '"tcp://127.0.0.1:" has no port'),
+        ("tcp://:7100", '"tcp://:7100" has no host'),
+        ("tcp://127.0.0.1:0", '"tcp://127.0.0.1:0": port 0 is out of range 1..65535'),
+        ("tcp://127.0.0.1:65536", '"tcp://127.0.0.1:65536": port 65536 is out of range 1..65535'),
+        ("tcp://127.0.0.1:http", '"tcp://127.0.0.1:http": port "http" is not a number'),
+        ("tcp://::1:7100", '"tcp://::1:7100": write an IPv6 address in brackets, as in [::1]:7000'),
+        ("tcp://[::g]:7100", '"tcp://[::g]:7100": "::g" is not an IPv6 address'),
+        ("tcp://bad_host:7100", '"tcp://bad_host:7100": "bad_host" is not a host name or address'),
+        (
+            "tcp://0.0.0.0:7100",
+            '"tcp://0.0.0.0:7100": other nodes cannot connect to 0.0.0.0; name the host',
+        ),
+        (
+            "udp://127.0.0.1:7100",
+            'must be "tcp://host:port" or "ipc://path" (got "udp://127.0.0.1:7100")',
+        ),
+        ("ipc://", '"ipc://" has no path'),
+    ],
+)
 def test_malformed_endpoints(endpoint: str, problem: str):
     assert errors_of(ensemble(node_toml(1, raft=f'"{endpoint}"'))) == [
         f"{F}: node[0].raft: {problem}"
@@ -323,8 +369,9 @@ def test_ticks_are_milliseconds_divided_by_tick_ms():
     raft = RaftConfig(tick_ms=20, heartbeat_interval_ms=100, election_timeout_ms=1000)
     assert (raft.heartbeat_ticks, raft.election_ticks) == (5, 50)
     assert (RaftConfig().heartbeat_ticks, RaftConfig().election_ticks) == (10, 100)
-    config = parse_config(ensemble(raft="tick_ms = 25\nheartbeat_interval_ms = 50\n"
-                                        "election_timeout_ms = 150"), F)
+    config = parse_config(
+        ensemble(raft="tick_ms = 25\nheartbeat_interval_ms = 50\nelection_timeout_ms = 150"), F
+    )
     assert (config.raft.heartbeat_ticks, config.raft.election_ticks) == (2, 6)
 
 

@@ -50,8 +50,16 @@ def no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_declares_exactly_the_kv_commands(store: KVStore) -> None:
     specs = {spec.name: spec.kind for spec in store.zraft_commands()}
     assert specs == {
-        "set": "write", "del": "write", "expire": "write", "incr": "write", "cas": "write",
-        "get": "read", "exists": "read", "ttl": "read", "mget": "read", "keys": "read",
+        "set": "write",
+        "del": "write",
+        "expire": "write",
+        "incr": "write",
+        "cas": "write",
+        "get": "read",
+        "exists": "read",
+        "ttl": "read",
+        "mget": "read",
+        "keys": "read",
     }
 
 
@@ -163,7 +171,8 @@ def test_cas_with_null_expected_creates_only_absent_keys(store: KVStore) -> None
 def test_cas_swaps_only_on_an_equal_json_value(store: KVStore) -> None:
     apply(store, "set", key="a", value={"x": 1, "y": [True]})
     assert apply(store, "cas", key="a", expected={"y": [True], "x": 1}, value="new") == {
-        "ok": True, "value": "new"
+        "ok": True,
+        "value": "new",
     }
     assert apply(store, "cas", key="a", expected="old", value="x") == {"ok": False, "value": "new"}
     assert apply(store, "cas", key="missing", expected=1, value=2) == {"ok": False, "value": None}

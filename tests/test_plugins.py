@@ -59,7 +59,8 @@ def table() -> CommandTable:
 
 def test_every_hook_is_prefixed_and_documented() -> None:
     specs = [
-        (name, fn) for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        (name, fn)
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
         if hasattr(fn, f"{hookspecs.PROJECT}_spec")
     ]
     assert len(specs) >= 7
@@ -67,7 +68,8 @@ def test_every_hook_is_prefixed_and_documented() -> None:
         assert name.startswith("zraft_"), name
         assert (fn.__doc__ or "").strip(), f"hook {name} has no docstring"
     undeclared = [
-        name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+        name
+        for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
         if name.startswith("zraft_") and not hasattr(fn, f"{hookspecs.PROJECT}_spec")
     ]
     assert undeclared == []
@@ -144,7 +146,10 @@ def test_plugin_file_is_loaded_under_its_stem(tmp_path: Path) -> None:
 def test_module_factory_function_and_plain_module(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    write_plugin(tmp_path, "factory_mod", """
+    write_plugin(
+        tmp_path,
+        "factory_mod",
+        """
         from zraft.hookspecs import hookimpl
 
         class _Impl:
@@ -154,15 +159,20 @@ def test_module_factory_function_and_plain_module(
 
         def zraft_plugin():
             return _Impl()
-    """)
-    write_plugin(tmp_path, "plain_mod", """
+    """,
+    )
+    write_plugin(
+        tmp_path,
+        "plain_mod",
+        """
         from zraft.hookspecs import hookimpl
         __version__ = "9.9"
 
         @hookimpl
         def zraft_commands():
             return []
-    """)
+    """,
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     pm = make_plugin_manager(config(modules=("factory_mod", "plain_mod")), entry_points=False)
     assert 42 in pm.hook.zraft_next_deadline()
@@ -197,25 +207,33 @@ def test_factory_returning_none_is_a_plugin_error(tmp_path: Path) -> None:
 
 
 def test_unknown_hook_name_is_a_plugin_error(tmp_path: Path) -> None:
-    path = write_plugin(tmp_path, "typo", """
+    path = write_plugin(
+        tmp_path,
+        "typo",
+        """
         from zraft.hookspecs import hookimpl
 
         @hookimpl
         def zraft_aply(command, ctx):
             return None
-    """)
+    """,
+    )
     with pytest.raises(PluginError, match=r"plugin 'typo' \(file .*zraft_aply"):
         make_plugin_manager(config(files=(path,)), entry_points=False)
 
 
 def test_hook_with_wrong_arguments_is_a_plugin_error(tmp_path: Path) -> None:
-    path = write_plugin(tmp_path, "badargs", """
+    path = write_plugin(
+        tmp_path,
+        "badargs",
+        """
         from zraft.hookspecs import hookimpl
 
         @hookimpl
         def zraft_apply(cmd, context):
             return None
-    """)
+    """,
+    )
     with pytest.raises(PluginError, match="'badargs'"):
         make_plugin_manager(config(files=(path,)), entry_points=False)
 
@@ -297,13 +315,20 @@ def test_table_lookup_and_describe(table: CommandTable) -> None:
 
 def test_validate_returns_the_normalized_command(table: CommandTable) -> None:
     assert table.validate({"value": [1], "cmd": "set", "key": "a"}) == {
-        "cmd": "set", "key": "a", "value": [1]
+        "cmd": "set",
+        "key": "a",
+        "value": [1],
     }
     assert table.validate({"cmd": "set", "key": "a", "value": None, "ttl_ms": None}) == {
-        "cmd": "set", "key": "a", "value": None
+        "cmd": "set",
+        "key": "a",
+        "value": None,
     }
     assert table.validate({"cmd": "cas", "key": "a", "expected": None, "value": 1}) == {
-        "cmd": "cas", "key": "a", "expected": None, "value": 1
+        "cmd": "cas",
+        "key": "a",
+        "expected": None,
+        "value": 1,
     }
     assert table.validate({"cmd": "keys"}) == {"cmd": "keys"}
     assert table.validate({"cmd": "mget", "keys": []}) == {"cmd": "mget", "keys": []}
@@ -318,23 +343,47 @@ def test_validate_returns_the_normalized_command(table: CommandTable) -> None:
         ({"cmd": "nope"}, "UNKNOWN_COMMAND", "unknown command 'nope'"),
         ({"cmd": "status"}, "UNKNOWN_COMMAND", "unknown command 'status'"),
         ({"cmd": "set", "value": 1}, "BAD_REQUEST", "set: missing required argument 'key'"),
-        ({"cmd": "cas", "key": "a", "value": 1}, "BAD_REQUEST",
-         "cas: missing required argument 'expected'"),
+        (
+            {"cmd": "cas", "key": "a", "value": 1},
+            "BAD_REQUEST",
+            "cas: missing required argument 'expected'",
+        ),
         ({"cmd": "get", "key": "a", "ttl": 1}, "BAD_REQUEST", "get: unknown argument 'ttl'"),
-        ({"cmd": "get", "key": "a", "x": 1, "y": 2}, "BAD_REQUEST",
-         "get: unknown arguments 'x', 'y'"),
-        ({"cmd": "get", "key": 1}, "BAD_REQUEST",
-         "get: argument 'key' must be a string, got number"),
-        ({"cmd": "get", "key": None}, "BAD_REQUEST",
-         "get: argument 'key' must be a string, got null"),
-        ({"cmd": "incr", "key": "a", "by": True}, "BAD_REQUEST",
-         "incr: argument 'by' must be an integer, got boolean"),
-        ({"cmd": "incr", "key": "a", "by": 1.0}, "BAD_REQUEST",
-         "incr: argument 'by' must be an integer, got number"),
-        ({"cmd": "mget", "keys": ["a", 1]}, "BAD_REQUEST",
-         "mget: argument 'keys' must be a list of strings, got array"),
-        ({"cmd": "mget", "keys": "a"}, "BAD_REQUEST",
-         "mget: argument 'keys' must be a list of strings, got string"),
+        (
+            {"cmd": "get", "key": "a", "x": 1, "y": 2},
+            "BAD_REQUEST",
+            "get: unknown arguments 'x', 'y'",
+        ),
+        (
+            {"cmd": "get", "key": 1},
+            "BAD_REQUEST",
+            "get: argument 'key' must be a string, got number",
+        ),
+        (
+            {"cmd": "get", "key": None},
+            "BAD_REQUEST",
+            "get: argument 'key' must be a string, got null",
+        ),
+        (
+            {"cmd": "incr", "key": "a", "by": True},
+            "BAD_REQUEST",
+            "incr: argument 'by' must be an integer, got boolean",
+        ),
+        (
+            {"cmd": "incr", "key": "a", "by": 1.0},
+            "BAD_REQUEST",
+            "incr: argument 'by' must be an integer, got number",
+        ),
+        (
+            {"cmd": "mget", "keys": ["a", 1]},
+            "BAD_REQUEST",
+            "mget: argument 'keys' must be a list of strings, got array",
+        ),
+        (
+            {"cmd": "mget", "keys": "a"},
+            "BAD_REQUEST",
+            "mget: argument 'keys' must be a list of strings, got string",
+        ),
     ],
 )
 def test_validate_rejects_with_a_precise_message(

@@ -51,13 +51,15 @@ def test_vote_is_durable_before_the_reply_leaves() -> None:
     assert not rd.messages[0].reject
 
 
-def test_vote_refused_to_a_candidate_with_a_stale_log() -> None:
-    """Raft §5.4.1: deny a vote if the candidate's log is less up to date than ours."""
+@pytest.mark.parametrize("unsafe", [frozenset(), frozenset({"vote_on_term_only"})])
+def test_vote_refused_to_a_candidate_with_a_stale_log(unsafe: frozenset[str]) -> None:
+    """Raft §5.4.1: deny a vote if the candidate's log is less up to date than ours.
+    Negative control: granting on term alone gives the vote to the stale candidate."""
     import random
 
     log = RaftLog([Entry(1, 1), Entry(2, 2)])
     node = Raft(
-        CoreConfig("n2", ("n1", "n2", "n3"), pre_vote=False, **CFG),
+        CoreConfig("n2", ("n1", "n2", "n3"), pre_vote=False, unsafe=unsafe, **CFG),
         random.Random(1),
         HardState(term=2),
         log,
@@ -67,6 +69,9 @@ def test_vote_refused_to_a_candidate_with_a_stale_log() -> None:
     # Longer log, but older last term.
     node.step(Message(MsgType.VOTE, 3, "n3", "n2", index=5, log_term=1))
     rd = node.ready()
+    if unsafe:
+        assert [(m.dst, m.reject) for m in rd.messages] == [("n1", False), ("n3", True)]
+        return
     assert [(m.dst, m.reject) for m in rd.messages] == [("n1", True), ("n3", True)]
     assert rd.hard_state is not None and rd.hard_state.voted_for == ""
 

@@ -45,12 +45,17 @@ def test_replicated_entries_are_applied_in_order_on_every_node() -> None:
         assert net.applied_data(nid) == want
 
 
-def test_append_rejected_when_prev_entry_does_not_match() -> None:
-    """Raft §5.3: reply false if the log has no entry at prevLogIndex with prevLogTerm."""
-    f = follower([Entry(1, 1), Entry(1, 2)], term=2)
+@pytest.mark.parametrize("unsafe", [frozenset(), frozenset({"skip_prev_log_check"})])
+def test_append_rejected_when_prev_entry_does_not_match(unsafe: frozenset[str]) -> None:
+    """Raft §5.3: reply false if the log has no entry at prevLogIndex with prevLogTerm.
+    Negative control: with the check switched off the follower's log breaks log matching."""
+    f = follower([Entry(1, 1), Entry(1, 2)], term=2, unsafe=unsafe)
     f.step(Message(MsgType.APPEND, 2, "n1", "n2", index=2, log_term=2, entries=(Entry(2, 3),)))
     rd = f.ready()
     (resp,) = rd.messages
+    if unsafe:
+        assert not resp.reject and f.log.term(2) == 1 and f.log.term(3) == 2  # §5.3 violated
+        return
     assert resp.type is MsgType.APPEND_RESP and resp.reject
     assert f.log.last_index() == 2  # nothing appended
 

@@ -92,6 +92,8 @@ def run_node(config_path: str | None, node_id: str) -> int:
     from zraft.node import Node
     from zraft.plugins import PluginError
     from zraft.storage import CorruptionError, StorageError
+    from zraft.unsafe import SWITCHES
+    from zraft.unsafe import from_env as unsafe_switches
 
     try:
         config = load_config(config_path) if config_path else load_default()
@@ -103,7 +105,14 @@ def run_node(config_path: str | None, node_id: str) -> int:
         log.critical("%s", exc.args[0] if exc.args else exc)
         return EX_CONFIG
     try:
-        node = Node(config, node_id)
+        unsafe = unsafe_switches(os.environ)
+    except ValueError as exc:
+        log.critical("%s", exc)
+        return EX_CONFIG
+    for name in sorted(unsafe):
+        log.critical("UNSAFE TEST SWITCH ON: %s: %s", name, SWITCHES[name])
+    try:
+        node = Node(config, node_id, unsafe=unsafe)
     except PluginError as exc:
         log.critical("plugin error: %s", exc)
         return EX_CONFIG

@@ -8,6 +8,7 @@ durable by the same fsync (ARCHITECTURE.md "The one door").
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -41,9 +42,11 @@ from zraft.metrics import Metrics
 from zraft.plugins import CommandTable, make_plugin_manager
 from zraft.statemachine import ApplyContext, CommandError
 from zraft.storage import LogStorage, StorageError
+from zraft.storage.unsafe import UnsafeWalStorage
 from zraft.storage.wal import WalStorage
 from zraft.transport.codec import DecodeError, Forward, ForwardReply, decode, encode
 from zraft.transport.mesh import PeerMesh
+from zraft.unsafe import CORE_SWITCHES
 
 log = logging.getLogger("zraft.node")
 
@@ -67,14 +70,23 @@ class Node(ClientRequests):
         registry: CollectorRegistry | None = None,
         plugin_manager: pluggy.PluginManager | None = None,
         storage: LogStorage | None = None,
+        unsafe: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config
+        self.unsafe = unsafe  # test-only negative controls (zraft/unsafe.py); empty in production
         self.id = node_id
         self.me = config.node(node_id)
         self.metrics = Metrics(registry)
         self.pm = plugin_manager or make_plugin_manager(config.plugins)
         self.commands = CommandTable.from_plugins(self.pm)
         self.sessions = SessionTable()
+        if storage is None and unsafe & {"lazy_writes", "skip_fsync"}:
+            storage = UnsafeWalStorage(
+                Path(self.me.data_dir),
+                segment_bytes=config.storage.segment_bytes,
+                lazy_writes="lazy_writes" in unsafe,
+                skip_fsync="skip_fsync" in unsafe,
+            )
         self.storage = storage or WalStorage(
             Path(self.me.data_dir), segment_bytes=config.storage.segment_bytes
         )
@@ -94,6 +106,7 @@ class Node(ClientRequests):
                 max_entries_per_msg=rc.max_entries_per_append,
                 max_bytes_per_msg=rc.max_bytes_per_append,
                 max_inflight=rc.max_inflight_appends,
+                unsafe=unsafe & CORE_SWITCHES,
             ),
             rng or random.Random(),
             rec.hard_state,
@@ -418,9 +431,21 @@ class Node(ClientRequests):
 
     # ------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """Return this node's status: Raft state plus ensemble and process facts."""
+    def status(self, state_hash: bool = False) -> dict[str, Any]:
+        """Return this node's status: Raft state plus ensemble and process facts.
+
+        With ``state_hash``, also ``state_hash``: a SHA-256 of the replicated state
+        (every state machine's snapshot and the session table) at ``applied``, so
+        that nodes at the same applied index can be compared.
+        """
         st = self.raft.status()
+        if state_hash:
+            h = hashlib.sha256()
+            for blob in self.pm.hook.zraft_snapshot():
+                h.update(len(blob).to_bytes(8, "big") + blob)
+            h.update(self.sessions.dump())
+            st["state_hash"] = h.hexdigest()
+            st["applied"] = self.applied_index
         st.update(
             ensemble=self.config.name,
             version=__version__,

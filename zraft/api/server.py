@@ -56,8 +56,11 @@ class ClientRequests:
             return
         route.rid = req.id
         name = route.command = req.command["cmd"]
-        if name in ("status", "ping"):
-            self._reply_ok(route, self.status() if name == "status" else "pong")
+        if name == "status":
+            self._reply_ok(route, self.status(state_hash=req.command.get("hash") is True))
+            return
+        if name == "ping":
+            self._reply_ok(route, "pong")
             return
         try:
             command = self.commands.validate(req.command)
@@ -69,7 +72,7 @@ class ClientRequests:
         deadline = route.started + self.timeout_s
         pending = PendingRequest(route, payload, deadline, command, req.stale)
         if spec.kind == "read":
-            if req.stale:
+            if req.stale or "local_reads" in self.unsafe:  # the latter: a negative control
                 self._serve_read(pending)
             else:
                 self.batch_reads.append(pending)
@@ -103,6 +106,9 @@ class ClientRequests:
             index, term = self.raft.propose(data)
         except (NotLeader, ProposalDropped):
             self.waiting_for_leader.append(pending)
+            return
+        if "ack_before_commit" in self.unsafe:  # negative control: acknowledged, not committed
+            self._reply_ok(pending.route, True)
             return
         self.pending_writes[index] = PendingWrite(term, pending.route, pending.deadline)
 

@@ -62,6 +62,9 @@ class CoreConfig:
     max_entries_per_msg: int = 1024
     max_bytes_per_msg: int = 1 << 20
     max_inflight: int = 64
+    # Test-only negative controls that break safety on purpose (zraft/unsafe.py):
+    # "skip_prev_log_check", "vote_on_term_only". Empty in every real deployment.
+    unsafe: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.id not in self.voters:
@@ -402,7 +405,10 @@ class Raft:
         )
         resp = MsgType.VOTE_RESP if m.type is MsgType.VOTE else MsgType.PRE_VOTE_RESP
         # Raft §5.4.1: grant only to a candidate whose log is at least as up to date.
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+        fresh = (
+            self.log.is_up_to_date(m.index, m.log_term) or "vote_on_term_only" in self.cfg.unsafe
+        )
+        if can_vote and fresh:
             # A grant carries the candidate's term, so a pre-candidate can count it.
             self.msgs.append(Message(resp, m.term, self.id, m.src))
             if m.type is MsgType.VOTE:
@@ -471,7 +477,10 @@ class Raft:
             # Everything up to commit is already settled; tell the leader so.
             self.send(MsgType.APPEND_RESP, m.src, index=log.committed)
             return
-        last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        prev_term = m.log_term
+        if "skip_prev_log_check" in self.cfg.unsafe and m.index <= log.last_index():
+            prev_term = log.term(m.index) or 0  # negative control: pretend the prev entry matches
+        last_new = log.maybe_append(m.index, prev_term, m.commit, m.entries)
         if last_new is not None:
             self.send(MsgType.APPEND_RESP, m.src, index=last_new)
             return

@@ -1,0 +1,45 @@
+"""Test-only switches that break zraft's safety on purpose: the negative controls.
+
+A fault-injection suite that never sees a bug would pass a broken zraft too.
+Each switch below removes one protection, and the test suite shows that its
+simulation or fault scenario then fails. They are never set by configuration:
+a daemon turns them on only from the environment variable ``ZRAFT_UNSAFE_TEST_ONLY``
+(comma-separated names), and logs every one it turns on at CRITICAL.
+
+The core (``zraft/core``) honours its two through ``CoreConfig.unsafe`` and
+never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+ENV = "ZRAFT_UNSAFE_TEST_ONLY"
+
+SWITCHES: dict[str, str] = {
+    # core
+    "skip_prev_log_check": "followers accept appends without the §5.3 prev index/term check",
+    "vote_on_term_only": "votes and PreVotes are granted without the §5.4.1 log check",
+    # storage
+    "skip_fsync": "the WAL never fsyncs: acknowledged entries live in the page cache only",
+    "lazy_writes": (
+        "the WAL keeps unsynced writes in process memory until fsync, so SIGKILL loses "
+        "them as a power loss would (a storage double; safe by itself)"
+    ),
+    # driver
+    "local_reads": "linearizable reads are served from local state without ReadIndex",
+    "ack_before_commit": "a write is acknowledged when the leader proposes it",
+}
+
+CORE_SWITCHES = frozenset({"skip_prev_log_check", "vote_on_term_only"})
+
+
+def from_env(environ: Mapping[str, str]) -> frozenset[str]:
+    """Return the switches named in ``environ[ENV]``; raise ValueError on an unknown name."""
+    names = frozenset(n.strip() for n in environ.get(ENV, "").split(",") if n.strip())
+    unknown = sorted(names - SWITCHES.keys())
+    if unknown:
+        raise ValueError(
+            f"{ENV}: unknown switch(es) {', '.join(unknown)}; known: {', '.join(sorted(SWITCHES))}"
+        )
+    return names

@@ -141,3 +141,37 @@ def test_writes_refused_during_a_failed_transfer_are_proposed_when_it_ends(follo
     node._on_tick(time.monotonic())
     assert node.waiting_for_leader == [] and len(node.pending_writes) == 1
     assert replies == []
+
+
+def test_a_bug_while_serving_a_request_fails_that_request_not_the_node(follower) -> None:
+    node, replies = follower
+
+    def broken(state_hash: bool = False) -> dict:
+        raise TypeError("a bug")
+
+    node.status = broken  # type: ignore[method-assign]
+    node._handle_request(Route(frames=[b"id"], started=time.monotonic()), b'{"cmd":"status"}')
+    assert [r["error"] for r in replies] == ["INTERNAL"]
+
+
+def test_status_hash_is_the_same_for_the_same_state(follower) -> None:
+    node, _ = follower
+    replicate_a_write(node)
+    first = node.status(state_hash=True)["state_hash"]
+    assert node.status(state_hash=True)["state_hash"] == first and len(first) == 64
+    node.raft.step(Message(MsgType.HEARTBEAT, 1, "n1", "n2", commit=2))
+    handle_all(node)  # the set is applied: the state changes, and so does the hash
+    assert node.status(state_hash=True)["state_hash"] != first
+
+
+def test_frames_from_unknown_peers_are_counted_and_the_warning_rate_limited(
+    follower, caplog: pytest.LogCaptureFixture
+) -> None:
+    node, _ = follower
+    with caplog.at_level("WARNING", logger="zraft.node"):
+        for _ in range(1000):
+            node._on_mesh_event("unknown_peer", "0x006b8b4567")
+    warnings = [r for r in caplog.records if "unknown peer" in r.getMessage()]
+    assert len(warnings) == 1
+    value = node.metrics.registry.get_sample_value("zraft_network_unknown_peer_messages_total")
+    assert value == 1000

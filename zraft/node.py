@@ -50,6 +50,7 @@ from zraft.unsafe import CORE_SWITCHES
 
 log = logging.getLogger("zraft.node")
 
+UNKNOWN_PEER_LOG_INTERVAL_S = 10.0
 CLOCK_MIN_INTERVAL_S = 0.05  # at most 20 clock entries per second for TTL expiry
 
 
@@ -150,6 +151,8 @@ class Node(ClientRequests):
         # What the state machine holds: ahead of raft.log.applied while a Ready is
         # handled (the core learns of applied entries only at advance).
         self.applied_index = self.raft.log.applied
+        self.unknown_peer_logged = -UNKNOWN_PEER_LOG_INTERVAL_S  # rate limit of that warning
+        self.unknown_peer_suppressed = 0
         self.next_read_ctx = 1
         self.last_clock_proposal = 0.0
         self._stop_requested = False
@@ -386,7 +389,17 @@ class Node(ClientRequests):
             self.metrics.messages_dropped.labels(who).inc()
         elif event == "unknown_peer":
             self.metrics.unknown_peer.inc()
-            log.warning("dropped a frame from unknown peer identity %s", who)
+            # After a peer reconnects (e.g. SIGSTOP/SIGCONT), frames still queued on its
+            # old connection arrive under a generated identity: warn once per interval.
+            now = time.monotonic()
+            self.unknown_peer_suppressed += 1
+            if now - self.unknown_peer_logged >= UNKNOWN_PEER_LOG_INTERVAL_S:
+                log.warning(
+                    "dropped %d frame(s) from unknown peer identities (last: %s)",
+                    self.unknown_peer_suppressed,
+                    who,
+                )
+                self.unknown_peer_logged, self.unknown_peer_suppressed = now, 0
         else:
             self.metrics.decode_errors.labels(who, event).inc()
 
@@ -441,8 +454,12 @@ class Node(ClientRequests):
         st = self.raft.status()
         if state_hash:
             h = hashlib.sha256()
-            for blob in self.pm.hook.zraft_snapshot():
-                h.update(len(blob).to_bytes(8, "big") + blob)
+            # zraft_snapshot is firstresult: ask every state-machine plugin itself.
+            impls = self.pm.hook.zraft_snapshot.get_hookimpls()
+            for impl in sorted(impls, key=lambda i: i.plugin_name):
+                blob = impl.function()
+                name = impl.plugin_name.encode()
+                h.update(len(name).to_bytes(8, "big") + name + len(blob).to_bytes(8, "big") + blob)
             h.update(self.sessions.dump())
             st["state_hash"] = h.hexdigest()
             st["applied"] = self.applied_index

@@ -11,8 +11,14 @@ import zmq
 COLUMNS = ("NODE", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "LEADER", "ENDPOINT")
 
 
-def collect(endpoints: list[str], timeout: float = 1.0) -> list[dict[str, Any]]:
-    """Query ``status`` on every endpoint in parallel; unreachable nodes get ``status: None``."""
+def collect(
+    endpoints: list[str], timeout: float = 1.0, state_hash: bool = False
+) -> list[dict[str, Any]]:
+    """Query ``status`` on every endpoint in parallel; unreachable nodes get ``status: None``.
+
+    ``state_hash`` asks each node for a hash of its replicated state as well.
+    """
+    body = json.dumps({"cmd": "status", "id": 1, "hash": state_hash}).encode()
     ctx = zmq.Context.instance()
     socks: dict[zmq.Socket, str] = {}
     rows: dict[str, dict[str, Any]] = {ep: {"endpoint": ep, "status": None} for ep in endpoints}
@@ -22,7 +28,7 @@ def collect(endpoints: list[str], timeout: float = 1.0) -> list[dict[str, Any]]:
             s = ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
             s.connect(ep)
-            s.send_multipart([b"", b'{"cmd":"status","id":1}'])
+            s.send_multipart([b"", body])
             socks[s] = ep
             poller.register(s, zmq.POLLIN)
         deadline = time.monotonic() + timeout

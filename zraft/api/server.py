@@ -10,8 +10,9 @@ pending request has a deadline, swept on every tick).
 from __future__ import annotations
 
 import json
+import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
@@ -20,10 +21,10 @@ from zraft.api import protocol as proto
 from zraft.api.routes import PendingRequest, PendingWrite, Route
 from zraft.core import NotLeader, ProposalDropped, Role
 from zraft.statemachine import CommandError, QueryContext
+from zraft.storage import StorageError
 from zraft.transport.codec import Forward, ForwardReply, encode
 
-if TYPE_CHECKING:
-    pass
+log = logging.getLogger("zraft.node")
 
 MAX_CLIENT_BATCH = 4096  # client requests taken per loop round, so ticks are never starved
 SNDMORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
@@ -49,6 +50,18 @@ class ClientRequests:
             self._handle_request(route, frames[-1])
 
     def _handle_request(self, route: Route, payload: bytes, forwarded: bool = False) -> None:
+        """Serve one request; a bug while serving it fails that request, never the node."""
+        try:
+            self._dispatch_request(route, payload, forwarded)
+        except StorageError:
+            raise  # fatal for the node (ARCHITECTURE.md): systemd restarts it
+        except Exception:
+            log.exception("internal error while serving a client request")
+            self._reply_error(
+                route, proto.INTERNAL, "internal error (logged); a write's outcome is unknown"
+            )
+
+    def _dispatch_request(self, route: Route, payload: bytes, forwarded: bool) -> None:
         try:
             req = proto.parse_request(payload, self.config.client.max_request_bytes)
         except proto.RequestError as exc:

@@ -1,0 +1,577 @@
+"""The seeded scheduler: one schedule = one seed = one exactly replayable run.
+
+A ``random.Random(seed)`` picks every step's event: tick a node (clocks
+may run at different rates), deliver, drop or duplicate an in-flight
+message (the others stay delayed; links are mostly but not always FIFO),
+handle a node's deferred Ready, partition (two-way split, isolated node,
+one-way cuts), heal, crash a node (possibly half-way through a Ready),
+restart it, pause it (a stopped process), skew its clock, transfer
+leadership, or let a client write, cas or read. Faults prefer the leader.
+After every step the invariants of ``tests.sim.invariants`` are checked.
+After the last step the network heals, every node restarts, and the cluster
+must converge on one leader with identical logs and states holding every
+acknowledged write; then the client history must be linearizable
+(``zraft.check``).
+
+Everything, including the fault mix (``Profile``), derives from the seed,
+the node count and the step count, so ``python -m tests.sim --seed N --nodes
+K --steps S --verbose`` replays a failure exactly. Nothing here reads a clock
+or iterates a set, so a replay in another process is identical too. (The
+one exception, the linearizability check's time budget, can only turn a
+verdict into "undecided", which is counted and never fails a run.)
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import traceback
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from tests.sim.clients import Clients, Op
+from tests.sim.config import TRACE_TAIL, Profile, Report, SimConfig, SimFailure
+from tests.sim.invariants import (
+    CONVERGENCE,
+    FINAL_STATE,
+    LINEARIZABILITY,
+    Invariants,
+    Violation,
+)
+from tests.sim.network import Network, describe
+from tests.sim.node import CrashPoint, SimNode
+from zraft.check import NOT_LINEARIZABLE, UNKNOWN, check_history, pair_events
+from zraft.core import Entry, Message, NotLeader, ReadState, Role
+from zraft.unsafe import CORE_SWITCHES
+
+__all__ = ["Profile", "Report", "SimConfig", "SimFailure", "Simulation", "run_schedule"]
+
+KEYS = ("a", "b", "c")
+PROCESSES = 10
+READERS = 3  # processes 0..2 only read
+CLIENT_TIMEOUT = 300  # steps a client waits before it records "info" and moves on
+PARTITION_STEPS = (30, 300)  # how long a partition lasts, in steps
+PAUSE_STEPS = (20, 300)  # how long a paused node stays stopped, in steps
+CLOCK_RATES = (0.25, 0.5, 1.0, 1.0, 1.5)  # a node's tick rate after a clock fault
+DOWN_STEPS = (5, 150)  # how long a crashed node stays down, in steps
+END_STEPS = 6000  # bound on the steps the healed cluster may take to converge
+CHECK_BUDGET_S = 20.0  # WGL search budget per history; running out is "undecided", not a failure
+CORE_ERROR = "core_error"  # the core or storage raised (e.g. an assertion inside RaftLog)
+
+
+def run_schedule(config: SimConfig) -> Report:
+    """Run one schedule; return its report or raise ``SimFailure``."""
+    return Simulation(config).run()
+
+
+class Simulation:
+    """One schedule in progress: nodes, network, clients, invariants and the trace.
+
+    It is also the ``Host`` of its nodes: their Ready handling reports here.
+    """
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.profile = Profile.draw(self.rng)
+        ids = tuple(f"n{i + 1}" for i in range(config.nodes))
+        core_unsafe = config.unsafe & CORE_SWITCHES
+        self.nodes = [
+            SimNode(
+                nid,
+                ids,
+                config.seed * 100 + i,
+                pre_vote=self.profile.pre_vote,
+                check_quorum=self.profile.check_quorum,
+                heartbeat_ticks=self.profile.heartbeat_ticks,
+                election_ticks=self.profile.election_ticks,
+                max_inflight=self.profile.max_inflight,
+                max_entries_per_msg=self.profile.max_entries,
+                unsafe_core=core_unsafe,
+                skip_fsync="skip_fsync" in config.unsafe,
+            )
+            for i, nid in enumerate(ids)
+        ]
+        self.by_id = {n.id: n for n in self.nodes}
+        self.net = Network(ids)
+        self.inv = Invariants(self.nodes, config.checks)
+        self.clients = Clients(
+            random.Random(config.seed * 7 + 1),
+            PROCESSES,
+            KEYS,
+            CLIENT_TIMEOUT,
+            self.inv,
+            READERS,
+            local_reads="local_reads" in config.unsafe,
+            ack_before_commit="ack_before_commit" in config.unsafe,
+        )
+        self.dirty: list[SimNode] = []  # nodes whose Ready waits for a "ready" event
+        self.step = 0
+        self.crashes = 0
+        self.roles = {n.id: (Role.FOLLOWER, 0) for n in self.nodes}
+        self.trace: deque[tuple[int, Any, str]] | list[tuple[int, Any, str]]
+        self.trace = [] if config.record_trace else deque(maxlen=TRACE_TAIL)
+        self.undecided = False
+        self.leader_known = False  # some node up knows a leader (clients back off otherwise)
+        self.heal_at = 0  # step at which the current partition heals (0: none)
+        self.restart_at = {n.id: 0 for n in self.nodes}  # step at which a down node restarts
+        self.resume_at = {n.id: 0 for n in self.nodes}  # step at which a paused node resumes
+        self.paused: list[SimNode] = []
+        self.clock = {nid: 1.0 for nid in ids}  # each node's clock rate (its tick weight)
+        self.note(f"profile {self.profile}")
+
+    # -- the run -------------------------------------------------------------
+
+    def run(self) -> Report:
+        """Run the random steps, then heal and converge, then the final checks."""
+        try:
+            for _ in range(self.config.steps):
+                self.step += 1
+                self.random_event()
+                self.end_step()
+            self.converge()
+            self.final_checks()
+        except Violation as v:
+            raise self.failure(v.invariant, v.details) from None
+        except (SimFailure, BrokenPipeError):
+            raise
+        except Exception as exc:  # the core or storage refused what happened: report it
+            where = traceback.format_exception(exc)[-3:]
+            raise self.failure(CORE_ERROR, f"{exc!r}\n{''.join(where).rstrip()}") from exc
+        return self.report()
+
+    def failure(self, invariant: str, details: str) -> SimFailure:
+        """Build the failure for ``invariant`` at the current step."""
+        tail = "\n".join(self.format(e) for e in list(self.trace)[-TRACE_TAIL:])
+        return SimFailure(self.config, self.step, invariant, details, tail)
+
+    def random_event(self) -> None:
+        """Run one event: a due heal, restart or resume first, else one picked by weight.
+
+        Weights: 3 per running node for a tick (times its clock rate), 3 per
+        message in flight for a delivery (so a larger backlog drains faster and
+        the pool stays bounded without a FIFO), the profile's odds of a drop or
+        duplicate instead, 6 per deferred Ready, and the profile's weights for
+        clients and faults. When every node is down, time jumps to the next restart.
+        """
+        p, net, rng, step = self.profile, self.net, self.rng, self.step
+        if self.heal_at and step >= self.heal_at:
+            self.heal()
+            return
+        for node in self.paused:
+            if step >= self.resume_at[node.id]:
+                self.resume(node)
+                return
+        up = 0
+        for node in self.nodes:
+            if node.up:
+                up += 1
+            elif step >= self.restart_at[node.id]:
+                self.restart(node)
+                return
+        if not up:
+            self.restart(min(self.nodes, key=lambda n: self.restart_at[n.id]))
+            return
+        running = self.running()
+        tick = 3.0 * sum(self.clock[n.id] for n in running)
+        deliver = 3.0 * len(net.in_flight)
+        drop = p.drop * deliver
+        duplicate = p.duplicate * deliver
+        ready = 6.0 * sum(1 for n in self.dirty if n not in self.paused)
+        client = p.clients if self.clients.in_flight < PROCESSES and running else 0.0
+        if not self.leader_known:
+            client *= 0.1  # clients back off while no node knows a leader
+        # A new partition may replace the current one: the isolated old leader
+        # rejoins just as the new one is cut off (divergent logs meet, Raft §5.3).
+        partition = p.partition * up / len(self.nodes)
+        crash = p.crash * up
+        pause = p.pause * len(running)
+        skew = p.skew * up
+        network = deliver + drop + duplicate
+        faults = partition + crash + pause + skew + p.transfer
+        x = rng.random() * (tick + network + ready + 2.34 * client + faults)
+        for weight, event in (
+            (tick, self.tick_random),
+            (deliver, self.deliver_random),
+            (drop, self.drop_random),
+            (duplicate, self.duplicate_random),
+            (ready, self.ready_random),
+            (client, self.client_write),
+            (client, self.client_read),
+            (0.34 * client, self.client_cas),
+            (partition, self.partition),
+            (crash, self.crash_random),
+            (pause, self.pause_random),
+            (skew, self.skew_random),
+        ):
+            if x < weight:
+                event()
+                return
+            x -= weight
+        self.transfer()
+
+    def running(self) -> list[SimNode]:
+        """Return the nodes that are up and not paused, in id order."""
+        return [n for n in self.nodes if n.up and n not in self.paused]
+
+    def end_step(self) -> None:
+        """Check every invariant, trace role changes, expire old client operations."""
+        self.inv.after_step()
+        known = False
+        for n in self.nodes:
+            if n.up:
+                rt = (n.raft.role, n.raft.term)
+                if self.roles[n.id] != rt:
+                    self.roles[n.id] = rt
+                    self.note(f"{n.id} is {rt[0].value} in term {rt[1]}")
+                known = known or bool(n.raft.leader_id)
+        self.leader_known = known
+        self.clients.expire(self.step)
+
+    # -- events ---------------------------------------------------------------
+
+    def touched(self, node: SimNode, defer: bool = True) -> None:
+        """Handle ``node``'s Readys now, or (sometimes) leave them for a "ready" event."""
+        if not node.up or not node.raft.has_ready():
+            return
+        if defer and self.rng.random() < self.profile.defer_ready:
+            if node not in self.dirty:
+                self.dirty.append(node)
+            return
+        if node in self.dirty:
+            self.dirty.remove(node)
+        node.drain(self)
+
+    def tick_random(self) -> None:
+        running = self.running()
+        node = self.rng.choices(running, [self.clock[n.id] for n in running])[0]
+        node.raft.tick()
+        self.note(f"tick {node.id}")
+        self.touched(node)
+
+    def deliver_random(self, faults: bool = True) -> None:
+        i = self.net.pick(self.rng, self.profile.reorder)
+        m = self.net.in_flight[i]
+        dst = self.by_id[m.dst]
+        if dst in self.paused:
+            self.note(m, f"waits ({m.dst} paused)")  # a stopped process reads nothing
+            return
+        del self.net.in_flight[i]
+        if self.net.is_cut(m) or not dst.up:
+            self.net.dropped += 1
+            self.note(m, "lost (cut)" if dst.up else f"lost ({m.dst} down)")
+            return
+        self.net.delivered += 1
+        self.note(m)
+        dst.raft.step(m)
+        self.touched(dst, defer=faults)
+
+    def drop_random(self) -> None:
+        m = self.net.take(self.rng)
+        self.net.dropped += 1
+        self.note(m, "dropped")
+
+    def duplicate_random(self) -> None:
+        self.note(self.net.duplicate(self.rng), "duplicated")
+
+    def ready_random(self) -> None:
+        ready = [n for n in self.dirty if n not in self.paused]
+        node = ready[self.rng.randrange(len(ready))]
+        self.dirty.remove(node)
+        self.note(f"ready {node.id}")
+        node.drain(self)
+
+    def client_write(self, cas: bool = False) -> None:
+        up = [n.id for n in self.running()]
+        node, what = self.clients.write(self.step, self.by_id, up, cas)
+        self.note(what)
+        if node is not None:
+            self.touched(node)
+
+    def client_cas(self) -> None:
+        self.client_write(cas=True)
+
+    def client_read(self) -> None:
+        up = [n.id for n in self.running()]
+        node, what = self.clients.read(self.step, self.by_id, up)
+        self.note(what)
+        if node is not None:
+            self.touched(node)
+
+    def partition(self) -> None:
+        ids, rng, net = list(self.net.ids), self.rng, self.net
+        # Long enough, often, for an election timeout or two to pass on both sides.
+        self.heal_at = self.step + rng.randint(*PARTITION_STEPS)
+        net.heal()
+        kind = rng.choice(("split", "isolate", "one-way"))
+        if kind == "split" and len(ids) > 3:
+            # A minority side, with the leader in it half of the time.
+            first = self.victim(self.nodes).id
+            rest = [i for i in ids if i != first]
+            side = [first] + rng.sample(rest, rng.randint(0, len(ids) // 2 - 1))
+            net.split(side)
+            self.note(f"partition {sorted(side)} | {sorted(set(ids) - set(side))}")
+        elif kind in ("split", "isolate"):
+            node = self.victim(self.nodes).id
+            net.split([node])
+            self.note(f"partition: isolate {node}")
+        else:
+            node = self.victim(self.nodes).id
+            others = [i for i in ids if i != node]
+            peers = rng.sample(others, rng.randint(1, len(others)))
+            if rng.random() < 0.5:
+                net.cut_one_way((node, p) for p in peers)
+                self.note(f"partition: {node} cannot send to {peers}")
+            else:
+                net.cut_one_way((p, node) for p in peers)
+                self.note(f"partition: {node} cannot hear from {peers}")
+
+    def heal(self) -> None:
+        self.heal_at = 0
+        self.net.heal()
+        self.note("heal")
+
+    def victim(self, candidates: Sequence[SimNode]) -> SimNode:
+        """Pick a node to hurt: a leader half of the time (the Jepsen nemesis habit),
+        since faults at the leader are what loses or diverges uncommitted entries."""
+        leaders = [n for n in candidates if n.up and n.raft.role is Role.LEADER]
+        if leaders and self.rng.random() < 0.5:
+            return self.rng.choice(leaders)
+        return self.rng.choice(candidates)
+
+    def crash_random(self) -> None:
+        node = self.victim([n for n in self.nodes if n.up])
+        point = self.rng.choice(list(CrashPoint))
+        if node in self.paused:
+            self.paused.remove(node)  # kill -9 of a stopped process
+        if node in self.dirty:
+            self.dirty.remove(node)
+        else:
+            point = CrashPoint.BEFORE_READY  # nothing pending: the point makes no difference
+        node.crash(self, point)
+        self.restart_at[node.id] = self.step + self.rng.randint(*DOWN_STEPS)
+        self.crashes += 1
+        self.clients.crashed(node, self.step)
+        self.note(f"crash {node.id} ({point.value})")
+
+    def pause_random(self) -> None:
+        """Stop a process (SIGSTOP, a long GC pause, a VM migration): its clock and its
+        inbox freeze while the others go on; its messages already sent stay in flight."""
+        node = self.victim(self.running())
+        self.paused.append(node)
+        self.resume_at[node.id] = self.step + self.rng.randint(*PAUSE_STEPS)
+        self.note(f"pause {node.id}")
+
+    def skew_random(self) -> None:
+        """Change a node's clock rate. A leader whose clock runs slow believes in its
+        lease after its followers timed out and elected another: only ReadIndex's
+        quorum confirmation keeps its reads linearizable (thesis §6.4, §6.4.1)."""
+        node = self.victim([n for n in self.nodes if n.up])
+        rate = self.rng.choice(CLOCK_RATES)
+        self.clock[node.id] = rate
+        self.note(f"clock of {node.id} runs at {rate}x")
+
+    def resume(self, node: SimNode) -> None:
+        self.paused.remove(node)
+        self.note(f"resume {node.id}")
+        self.touched(node)
+
+    def restart(self, node: SimNode) -> None:
+        node.boot()
+        self.inv.booted(node)
+        r = node.raft
+        self.note(
+            f"restart {node.id}: term {r.term} vote {r.voted_for or '-'} "
+            f"log {r.log.last_index()} commit {r.log.committed}"
+        )
+        self.roles[node.id] = (r.role, r.term)
+        self.touched(node)
+
+    def transfer(self) -> None:
+        leaders = [n for n in self.running() if n.raft.role is Role.LEADER]
+        if not leaders:
+            return
+        node = self.rng.choice(leaders)
+        target = self.rng.choice([i for i in self.net.ids if i != node.id])
+        try:
+            node.raft.transfer_leader(target)
+        except NotLeader:  # pragma: no cover - leaders were just filtered
+            return
+        self.note(f"transfer leadership {node.id} -> {target}")
+        self.touched(node)
+
+    # -- the end: heal, converge, read back, check ---------------------------
+
+    def converge(self) -> None:
+        """Heal, restart every node, and run without faults until one leader has
+        committed its own term and every node applied the same log (liveness)."""
+        self.net.heal()
+        self.note("end of faults: heal and restart everything")
+        for node in list(self.paused):
+            self.resume(node)
+        for node in self.nodes:
+            if not node.up:
+                self.restart(node)
+        for node in list(self.dirty):
+            self.touched(node, defer=False)
+        for _ in range(END_STEPS):
+            if self.converged():
+                return
+            self.step += 1
+            self.calm_event()
+            self.end_step()
+        raise Violation(
+            CONVERGENCE,
+            f"no convergence {END_STEPS} steps after healing: "
+            + "; ".join(self.describe_node(n) for n in self.nodes),
+        )
+
+    def calm_event(self) -> None:
+        """Deliver or tick, nothing else (the end phase)."""
+        pool = len(self.net.in_flight)
+        if self.rng.random() * (3.0 * pool + 3.0 * len(self.nodes)) < 3.0 * pool:
+            self.deliver_random(faults=False)
+        else:
+            node = self.rng.choice(self.nodes)
+            node.raft.tick()
+            self.note(f"tick {node.id}")
+            self.touched(node, defer=False)
+
+    def converged(self) -> bool:
+        """Tell whether one leader committed an entry of its term and all nodes caught up."""
+        leaders = [n for n in self.nodes if n.raft.role is Role.LEADER]
+        if len(leaders) != 1:
+            return False
+        log, term = leaders[0].raft.log, leaders[0].raft.term
+        last = log.last_index()
+        if log.committed != last or log.term(last) != term:
+            return False
+        return all(
+            n.raft.term == term
+            and n.raft.log.last_index() == last
+            and n.raft.log.committed == last
+            and n.applied_index == last
+            for n in self.nodes
+        )
+
+    def final_checks(self) -> None:
+        """Check logs, states and acks as converged (the cluster is still, right after
+        ``converge``), then read every key through the leader and check the history."""
+        checks = self.config.checks
+        if FINAL_STATE in checks:
+            self.check_final_state()
+        for i, key in enumerate(KEYS):
+            self.final_read(PROCESSES + i, key)
+        self.clients.finish(self.step)
+        if LINEARIZABILITY in checks:
+            self.check_history()
+
+    def final_read(self, process: int, key: str) -> Op | None:
+        """Read ``key`` through ReadIndex at the leader, running until it is answered."""
+        for _ in range(3):
+            leaders = [n for n in self.nodes if n.raft.role is Role.LEADER]
+            if not leaders:
+                break
+            op = self.clients.read_at(process, leaders[0], key, self.step)
+            if op is None:
+                break
+            self.note(f"final read {key} at {leaders[0].id}")
+            self.touched(leaders[0], defer=False)
+            for _ in range(END_STEPS // 10):
+                if op.done:
+                    break
+                self.step += 1
+                self.calm_event()
+                self.end_step()
+            if op.done:
+                return op
+        return None
+
+    def check_final_state(self) -> None:
+        """Every node holds the same log (Raft §5.3, checked whole once at the end), the
+        same state, and every acknowledged write at the index it was acknowledged at."""
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            if node.raft.log.entries != first.raft.log.entries:
+                raise Violation(FINAL_STATE, f"{first.id} and {node.id} hold different logs")
+            if node.kv != first.kv:
+                raise Violation(
+                    FINAL_STATE, f"{first.id} holds {first.kv} but {node.id} holds {node.kv}"
+                )
+        for index, term, _, what in self.inv.acked:
+            for node in self.nodes:
+                have = node.applied_terms[index - 1] if index <= node.applied_index else None
+                if have != term:
+                    raise Violation(
+                        FINAL_STATE,
+                        f"{what} was acknowledged at index {index} term {term} but {node.id} "
+                        f"applied {'nothing' if have is None else f'term {have}'} there",
+                    )
+
+    def check_history(self) -> None:
+        result = check_history(pair_events(self.clients.events), "kv", budget_s=CHECK_BUDGET_S)
+        if result.verdict is NOT_LINEARIZABLE:
+            raise Violation(LINEARIZABILITY, result.explanation)
+        self.undecided = result.verdict is UNKNOWN
+
+    # -- Host: what the nodes' Ready handling reports --------------------------
+
+    def send(self, node: SimNode, messages: Sequence[Message]) -> None:
+        if messages:
+            self.net.send(messages)
+
+    def logged(self, node: SimNode, entries: Sequence[Entry]) -> None:
+        self.inv.logged(node, entries)
+
+    def synced(self, node: SimNode, first_index: int) -> None:
+        self.inv.synced(node, first_index)
+
+    def applied(self, node: SimNode, entry: Entry, result: bool | None) -> None:
+        self.inv.applied(node, entry)
+        self.clients.applied(node, entry, result, self.step)
+
+    def read_state(self, node: SimNode, rs: ReadState) -> None:
+        self.clients.read_state(node, rs, self.step)
+
+    # -- trace and report ----------------------------------------------------
+
+    def note(self, what: Any, suffix: str = "") -> None:
+        """Add an event to the trace (formatted lazily unless verbose)."""
+        item = (self.step, what, suffix)
+        self.trace.append(item)
+        if self.config.verbose:
+            print(self.format(item), file=sys.stdout)
+
+    @staticmethod
+    def format(item: tuple[int, Any, str]) -> str:
+        step, what, suffix = item
+        text = describe(what) if isinstance(what, Message) else str(what)
+        return f"{step:6d} {text}{' ' + suffix if suffix else ''}"
+
+    def describe_node(self, n: SimNode) -> str:
+        if not n.up:
+            return f"{n.id} down"
+        r = n.raft
+        return (
+            f"{n.id} {r.role.value} t{r.term} lead={r.leader_id or '-'} "
+            f"last={r.log.last_index()} commit={r.log.committed} applied={n.applied_index}"
+        )
+
+    def report(self) -> Report:
+        net = self.net
+        return Report(
+            seed=self.config.seed,
+            nodes=self.config.nodes,
+            steps=self.step,
+            delivered=net.delivered,
+            dropped=net.dropped,
+            duplicated=net.duplicated,
+            crashes=self.crashes,
+            partitions=net.partitions,
+            leaders=len(self.inv.leader_of_term),
+            commit=len(self.inv.committed),
+            clients=self.clients.stats,
+            undecided=self.undecided,
+            trace=[self.format(e) for e in self.trace] if self.config.record_trace else [],
+        )

@@ -35,7 +35,9 @@ from zraft.check import (
 # Size of the random histories: the oracle is exponential, so keep them small.
 N_OPS, P_UNKNOWN = 7, 0.2
 ROOT = Path(__file__).resolve().parents[1]
-JEPSEN = Path(__file__).resolve().parents[2] / "shared/data/jepsen-etcd"
+# Jepsen runs of etcd with known verdicts: porcupine's public test data (MIT), copied from
+# the project workspace so that CI checks them from a bare clone.
+JEPSEN = ROOT / "tests/data/jepsen-etcd"
 
 
 def ev(process: Any, type_: str, f: str, value: Any = None, key: str | None = "x") -> Event:

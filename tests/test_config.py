@@ -10,6 +10,7 @@ from zraft.config import (
     ConfigError,
     EnsembleConfig,
     NodeConfig,
+    PayloadConfig,
     PluginsConfig,
     RaftConfig,
     StorageConfig,
@@ -101,11 +102,20 @@ def test_production_example_uses_absolute_data_dirs_and_documents_every_key():
     text = path.read_text()
     declared = [
         f.name
-        for cls in (NodeConfig, RaftConfig, StorageConfig, ClientConfig, PluginsConfig)
+        for cls in (
+            NodeConfig,
+            RaftConfig,
+            StorageConfig,
+            ClientConfig,
+            PluginsConfig,
+            PayloadConfig,
+        )
         for f in dataclasses.fields(cls)
+        if f.name != "settings"  # a table of tables, shown as [plugins.settings.<name>]
     ]
     for key in declared:
         assert f"\n{key} = " in text, f"{key} is not shown in the production example"
+    assert "[plugins.settings." in text
 
 
 # --- all errors at once ----------------------------------------------------------

@@ -9,7 +9,8 @@ import pytest
 from tests.simnet import SimNetwork
 from zraft.core import CoreConfig, Entry, HardState, Message, MsgType, Raft, RaftLog, Role
 
-CFG = dict(election_ticks=10, heartbeat_ticks=1)
+# boot_lease off: these scenarios elect nodes at tick 0 (test_boot_lease covers it).
+CFG = dict(election_ticks=10, heartbeat_ticks=1, boot_lease=False)
 
 
 def test_one_node_elects_itself_on_timeout_and_others_follow() -> None:
@@ -228,3 +229,35 @@ def test_transfer_leadership() -> None:
     net.nodes["n1"].raft.transfer_leader("n3")
     net.deliver_all()
     assert net.leaders() == ["n3"]
+
+
+@pytest.mark.parametrize("boot_lease", [True, False])
+def test_boot_lease_a_restarted_voter_honours_the_lease_it_may_have_acked(
+    boot_lease: bool,
+) -> None:
+    """A voter that just started may have acknowledged the current leader before it
+    stopped; for one election timeout it refuses votes, so the leader's lease (which
+    fences leader payloads) holds across the restart. Negative control: without the
+    boot lease the fresh node votes at once and a second leader can be elected inside
+    the first one's lease."""
+    import random
+
+    cfg = dict(CFG, boot_lease=boot_lease)
+    fresh = Raft(CoreConfig("n2", ("n1", "n2", "n3"), **cfg), rng=random.Random(3))
+    for vote_type in (MsgType.PRE_VOTE, MsgType.VOTE):
+        fresh.step(Message(vote_type, 5, "n3", "n2", index=9, log_term=4))
+    msgs = fresh.ready().messages if fresh.has_ready() else ()
+    granted = [m for m in msgs if not m.reject]
+    if boot_lease:
+        assert granted == [] and fresh.term == 0
+        # Still refused one tick before the election timeout; granted once it is over.
+        for _ in range(CFG["election_ticks"] - 1):
+            fresh.tick()
+        fresh.step(Message(MsgType.VOTE, 5, "n3", "n2", index=9, log_term=4))
+        assert fresh.voted_for == "" and fresh.term == 0
+        fresh.tick()
+        fresh.step(Message(MsgType.VOTE, 5, "n3", "n2", index=9, log_term=4))
+        assert fresh.voted_for == "n3" and fresh.term == 5
+    else:
+        assert {m.type for m in granted} == {MsgType.PRE_VOTE_RESP, MsgType.VOTE_RESP}
+        assert fresh.voted_for == "n3"

@@ -20,7 +20,8 @@ from zraft.core import (
     Role,
 )
 
-CFG = dict(election_ticks=10, heartbeat_ticks=1)
+# boot_lease off: these scenarios elect nodes at tick 0 (test_boot_lease covers it).
+CFG = dict(election_ticks=10, heartbeat_ticks=1, boot_lease=False)
 
 
 def follower(log: list[Entry], term: int, **cfg: object) -> Raft:

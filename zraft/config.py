@@ -120,6 +120,32 @@ class PluginsConfig:
     files: tuple[Path, ...] = _setting(())
     # Names of plugins (built-in or from entry points) not to register, e.g. "kv".
     disable: tuple[str, ...] = _setting(())
+    # Free-form settings per plugin, [plugins.settings.<name>]; each plugin gets
+    # its own table through zraft_configure and ctx.settings.
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadConfig:
+    """Leader and follower payloads, the ``[payload]`` table (README "Payloads")."""
+
+    # Command run on the leader while it leads, fenced (an argv array, no shell;
+    # write ["sh", "-c", "..."] for one). Empty: no leader command.
+    leader: tuple[str, ...] = _setting(())
+    # Command run on every follower while it follows a leader. Empty: none.
+    follower: tuple[str, ...] = _setting(())
+    # Short payload hooks must return within this; a role payload within this
+    # once told to stop. Overruns are logged and counted, never waited for.
+    timeout_ms: int = _setting(5000, lo=1)
+    # A payload process told to stop gets SIGTERM, then SIGKILL this much later.
+    # Must fit in the leader lease with room to renew it (checked).
+    stop_grace_ms: int = _setting(200, lo=1)
+    # A role must hold this long before its payload starts, so a leadership that
+    # flaps never restarts it; a follower payload survives gaps this short.
+    hysteresis_ms: int = _setting(200, lo=0, hi=3600000)
+    # How much faster this host's monotonic clock may run than another node's,
+    # in parts per million; shortens the lease. 10000 (1%) is 20x what NTP slews.
+    clock_drift_ppm: int = _setting(10000, lo=0, hi=500000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +159,7 @@ class EnsembleConfig:
     storage: StorageConfig
     client: ClientConfig
     plugins: PluginsConfig
+    payload: PayloadConfig
     warnings: tuple[str, ...] = ()  # legal but questionable choices, formatted like errors
 
     @property
@@ -191,6 +218,7 @@ def parse_config(text: str, path: str) -> EnsembleConfig:
         "storage": StorageConfig,
         "client": ClientConfig,
         "plugins": PluginsConfig,
+        "payload": PayloadConfig,
     }
     _unknown_keys(c, "", doc, ["ensemble", "node", *sections])
     name = _ensemble_name(c, doc.get("ensemble"))
@@ -199,6 +227,8 @@ def parse_config(text: str, path: str) -> EnsembleConfig:
         built[key] = _section(c, key, doc.get(key, {}), cls)
         if key == "raft":
             _check_raft_timing(c, built[key])
+        if key == "payload":
+            _check_payload(c, built["raft"], built[key])
     nodes = _nodes(c, doc.get("node", []))
     if c.errors:
         raise ConfigError(c.errors)
@@ -347,12 +377,14 @@ def _section(c: _Collector, key: str, table: Any, cls: type) -> Any:
     _unknown_keys(c, key, table, [f.name for f in fields(cls)])
     kwargs = {}
     for f in fields(cls):
-        if f.name in table:
+        if f.name in table and hints[f.name] is not dict[str, dict[str, Any]]:
             checker = _typed(hints[f.name], f.metadata.get("lo"), f.metadata.get("hi"))
             value = c.check(f"{key}.{f.name}", checker, table[f.name])
             if value is not None:
                 kwargs[f.name] = value
     if cls is PluginsConfig:
+        if "settings" in table:
+            kwargs["settings"] = _plugin_settings(c, f"{key}.settings", table["settings"])
         for i, module in enumerate(kwargs.get("modules", ())):
             if not _MODULE.fullmatch(module):
                 c.error(f"{key}.modules[{i}]", f"{_q(module)} is not a dotted module name")
@@ -360,6 +392,55 @@ def _section(c: _Collector, key: str, table: Any, cls: type) -> Any:
             if file.suffix != ".py":
                 c.error(f"{key}.files[{i}]", f"{_q(str(file))} is not a .py file")
     return cls(**kwargs)
+
+
+def _plugin_settings(c: _Collector, key: str, table: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(table, dict):
+        c.error(key, f"must be a table of tables, one per plugin (got {_got(table)})")
+        return {}
+    out = {}
+    for name, settings in table.items():
+        if not isinstance(settings, dict):
+            c.error(f"{key}.{name}", f"must be a table (got {_got(settings)})")
+        elif c.check(f"{key}.{name}", _name, name) is not None:
+            out[name] = settings
+    return out
+
+
+def _check_payload(c: _Collector, r: RaftConfig, p: PayloadConfig) -> None:
+    """Records payload settings that cannot be fenced safely."""
+    for key, argv in (("payload.leader", p.leader), ("payload.follower", p.follower)):
+        if argv and not argv[0]:
+            c.error(key, "the first element (the program) must not be empty")
+    if p.leader and not r.check_quorum:
+        c.error(
+            "payload.leader",
+            "needs raft.check_quorum = true: the leader payload's fence relies on the "
+            "followers' leader lease, which CheckQuorum provides",
+        )
+    timing = {"raft.tick_ms", "raft.election_timeout_ms", "raft.heartbeat_interval_ms"}
+    if p.leader and not c.bad & (timing | {"payload.stop_grace_ms"}):
+        problem = lease_problem(r, p)
+        if problem:
+            c.error("payload.stop_grace_ms", problem)
+
+
+def lease_problem(r: RaftConfig, p: PayloadConfig) -> str | None:
+    """Tell why leader payloads cannot be fenced with these timings, or None if they can.
+
+    Checked here when ``[payload] leader`` is set, and by the node at start
+    when a plugin has a leader payload.
+    """
+    from zraft.payload.fencing import lease_seconds
+
+    lease_ms = 1000 * lease_seconds(r.election_timeout_ms, r.tick_ms, p.clock_drift_ppm)
+    if p.stop_grace_ms + 2 * r.heartbeat_interval_ms < lease_ms:
+        return None
+    return (
+        f"{p.stop_grace_ms} ms leaves no room to renew the leader lease of {lease_ms:.0f} ms "
+        "(payload.stop_grace_ms + 2 x raft.heartbeat_interval_ms must be below it; "
+        "lower it or raise raft.election_timeout_ms)"
+    )
 
 
 def _ensemble_name(c: _Collector, table: Any) -> str:

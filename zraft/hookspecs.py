@@ -1,5 +1,18 @@
 """Every zraft hook, with its contract. Plugins implement these with ``@hookimpl``.
 
+Three families (README "Writing a payload plugin", "Writing a state machine"):
+
+* **state machine**: commands, apply, tick, next_deadline, query, snapshot,
+  restore. Driver thread, deterministic, in log order.
+* **payloads**: became_leader, became_follower, became_candidate, node_start,
+  node_stop. Never on the driver thread (``zraft.payload.runner``); each
+  plugin has its own threads, and a hook that hangs or raises is logged and
+  counted without delaying Raft.
+* **observation**: committed, applied. Also off the driver thread, in order,
+  through a bounded queue.
+
+Plus ``zraft_configure``, called once at start-up with the plugin's settings.
+
 Rules for all hooks:
 
 * Names start with ``zraft_``; a test fails if one here lacks a docstring.
@@ -82,11 +95,116 @@ def zraft_query(command: dict[str, Any], ctx: Any) -> Any:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def zraft_snapshot() -> bytes:
-    """Return the whole state machine as bytes (no pickle: it is read back from disk)."""
+    """Return this plugin's whole replicated state as bytes (no pickle: it is read from disk).
+
+    zraft calls each plugin's implementation on its own and keeps the result
+    under the plugin's name, so every state machine is snapshotted and
+    compared (``zraft status --hash``). Equal states must give equal bytes:
+    sort what has no order of its own.
+    """
 
 
-@hookspec(firstresult=True)
-def zraft_restore(data: bytes) -> bool:
-    """Replace the whole state machine with ``data`` from ``zraft_snapshot``; return True."""
+@hookspec
+def zraft_restore(data: bytes) -> None:
+    """Replace this plugin's whole state with ``data`` from its own ``zraft_snapshot``.
+
+    zraft calls each plugin's implementation with the bytes that plugin's
+    ``zraft_snapshot`` produced. Raise ``ValueError`` on data it cannot read.
+    """
+
+
+# ---------------------------------------------------------------------------
+# start-up
+
+
+@hookspec
+def zraft_configure(settings: dict[str, Any], node_id: str) -> None:
+    """Receive this plugin's ``[plugins.settings.<name>]`` table, once, before anything else.
+
+    Called on the main thread while the node starts. Raise ``ValueError``
+    with a clear message on a bad setting: start-up stops with that message
+    and the plugin's name (exit code 78, so systemd does not restart-loop).
+    Every node gets the same table; a state machine must not let anything
+    node-specific change how it applies entries.
+    """
+
+
+# ---------------------------------------------------------------------------
+# payloads: never on the driver thread
+
+
+@hookspec
+def zraft_became_leader(ctx: Any) -> None:
+    """Run the leader payload: code that must run on exactly one node at a time.
+
+    Called on the plugin's own thread once this node is leader *and* has
+    committed an entry of its term *and* holds a lease from a quorum, after
+    ``payload.hysteresis_ms`` of that. ``ctx`` is a
+    ``zraft.payload.PayloadContext``; ``ctx.term`` is the fencing token.
+
+    May run for the whole leadership: loop on ``ctx.wait(seconds)``, which
+    returns True once leadership or the lease is lost, and check
+    ``ctx.valid()`` before each side effect. Must return within
+    ``payload.timeout_ms`` of that signal. ``ctx.run(argv)`` runs a command
+    that a separate keeper process kills when the lease runs out, even if
+    this node is frozen or killed. May also return at once (a one-shot
+    action); it is not called again until leadership is lost and regained.
+    """
+
+
+@hookspec
+def zraft_became_follower(ctx: Any) -> None:
+    """Run the follower payload, on every node that follows a leader.
+
+    Same contract as ``zraft_became_leader`` without the fence: starts after
+    ``payload.hysteresis_ms`` of following, keeps running across elections
+    shorter than that, and is stopped when this node becomes leader or
+    stops. ``ctx.leader_id`` is the leader when it started.
+    """
+
+
+@hookspec
+def zraft_became_candidate(ctx: Any) -> None:
+    """Notify that this node started an election (``ctx.term`` is the candidate's term).
+
+    A notification on the plugin's event thread; must return within
+    ``payload.timeout_ms``.
+    """
+
+
+@hookspec
+def zraft_node_start(ctx: Any) -> None:
+    """Notify that the node started (first event on the plugin's event thread)."""
+
+
+@hookspec
+def zraft_node_stop(ctx: Any) -> None:
+    """Notify that the node is stopping, after every role payload was stopped (last event)."""
+
+
+# ---------------------------------------------------------------------------
+# observation: off the driver thread, in order
+
+
+@hookspec
+def zraft_committed(index: int, term: int) -> None:
+    """Observe the commit index advance to ``index`` (entry of ``term``).
+
+    Coalesced: a slow plugin sees only the newest commit index, never a
+    backlog. Must return within ``payload.timeout_ms``.
+    """
+
+
+@hookspec
+def zraft_applied(entries: list[Any]) -> None:
+    """Observe client commands applied on this node, oldest first.
+
+    ``entries`` is a list of ``zraft.statemachine.AppliedEntry`` (index,
+    term, leader timestamp, the command, whether it succeeded, its result).
+    Called on every node for every applied command. Read-only: changing
+    state here would diverge the nodes. The queue is bounded: a plugin that
+    falls thousands of batches behind loses batches, counted in
+    ``zraft_payload_events_dropped_total``.
+    """

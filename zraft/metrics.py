@@ -124,3 +124,38 @@ class Metrics:
             "Torn-tail bytes truncated from the WAL at start-up.",
             registry=r,
         )
+        self.payload_runs = Counter(
+            "zraft_payload_runs",
+            "Payload hook calls that returned, by plugin, hook and result (ok or error).",
+            ["plugin", "hook", "result"],
+            registry=r,
+        )
+        self.payload_timeouts = Counter(
+            "zraft_payload_timeouts",
+            "Payload hook calls still running past payload.timeout_ms (counted once each).",
+            ["plugin", "hook"],
+            registry=r,
+        )
+        self.payload_running = Gauge(
+            "zraft_payload_running",
+            "1 while a plugin's leader or follower payload runs on this node.",
+            ["plugin", "role"],
+            registry=r,
+        )
+        self.payload_process_exits = Counter(
+            "zraft_payload_process_exits",
+            "Payload processes that ended, by plugin, role and exit code (128+n: signal n).",
+            ["plugin", "role", "code"],
+            registry=r,
+        )
+        self.payload_events_dropped = Counter(
+            "zraft_payload_events_dropped",
+            "Observation events dropped because a plugin fell too far behind.",
+            ["plugin"],
+            registry=r,
+        )
+        self.lease_remaining = Gauge(
+            "zraft_server_leader_lease_remaining_seconds",
+            "Leader: time left on the fencing lease a quorum granted (0 when none or not leader).",
+            registry=r,
+        )

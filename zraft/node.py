@@ -39,8 +39,9 @@ from zraft.core import (
     SoftState,
 )
 from zraft.metrics import Metrics
-from zraft.plugins import CommandTable, make_plugin_manager
-from zraft.statemachine import ApplyContext, CommandError
+from zraft.payload.driver import Payloads
+from zraft.plugins import CommandTable, PluginError, configure_plugins, make_plugin_manager
+from zraft.statemachine import AppliedEntry, ApplyContext, CommandError
 from zraft.storage import LogStorage, StorageError
 from zraft.storage.unsafe import UnsafeWalStorage
 from zraft.storage.wal import WalStorage
@@ -78,8 +79,14 @@ class Node(ClientRequests):
         self.id = node_id
         self.me = config.node(node_id)
         self.metrics = Metrics(registry)
-        self.pm = plugin_manager or make_plugin_manager(config.plugins)
+        self.pm = plugin_manager or make_plugin_manager(config.plugins, payload=config.payload)
+        configure_plugins(self.pm, config.plugins.settings, node_id)
         self.commands = CommandTable.from_plugins(self.pm)
+        try:
+            self.payloads = Payloads(config, node_id, self.pm, self.metrics)
+        except ValueError as exc:
+            raise PluginError(str(exc)) from exc
+        self._applied_batch: list[AppliedEntry] | None = [] if self.payloads.wants_applied else None
         self.sessions = SessionTable()
         if storage is None and unsafe & {"lazy_writes", "skip_fsync"}:
             storage = UnsafeWalStorage(
@@ -157,6 +164,8 @@ class Node(ClientRequests):
         self.last_clock_proposal = 0.0
         self._stop_requested = False
         self._stop_deadline = 0.0
+        self._handover_at = 0.0  # graceful stop: when leadership is handed over
+        self._handed_over = False
         self.running = False
         self.fatal: BaseException | None = None
         self._observe(SoftState("", Role.FOLLOWER, self.raft.term), first=True)
@@ -183,6 +192,7 @@ class Node(ClientRequests):
             self.raft.log.committed,
         )
         next_tick = time.monotonic() + self.tick_s
+        self.payloads.start()
         try:
             while True:
                 if self._stop_requested and self._ready_to_exit():
@@ -221,7 +231,22 @@ class Node(ClientRequests):
     def _ready_to_exit(self) -> bool:
         now = time.monotonic()
         if not self._stop_deadline:
-            self._stop_deadline = now + 2 * self.config.raft.election_timeout_ms / 1000.0
+            # A transfer's forced votes skip the followers' lease, so the leader
+            # payload must be stopped before leadership moves (payload/fencing.py).
+            self.payloads.revoke_leader(now)
+            self._handover_at = now + self.config.payload.timeout_ms / 1000.0
+            election_s = self.config.raft.election_timeout_ms / 1000.0
+            self._stop_deadline = self._handover_at + 2 * election_s
+        if not self._handed_over:
+            running = self.payloads.leader_payload_running()
+            if running and now < self._handover_at:
+                return False
+            if running:
+                log.warning(
+                    "stopping: leader payload of %s has not returned; handing over anyway",
+                    ", ".join(running),
+                )
+            self._handed_over = True
             target = self._transfer_target()
             if target:
                 log.info("stopping: handing leadership to %s", target)
@@ -240,6 +265,7 @@ class Node(ClientRequests):
 
     def _shutdown(self) -> None:
         self.running = False
+        self.payloads.shutdown(self.config.payload.timeout_ms / 1000.0)
         for route in [pw.route for pw in self.pending_writes.values()] + [
             p.route for p in self._all_parked()
         ]:
@@ -281,7 +307,8 @@ class Node(ClientRequests):
         if rd.committed_entries:
             self._apply(rd.committed_entries)
         for rs in rd.read_states:
-            self._on_read_state(rs.index, rs.context, rs.rejected)
+            if not self.payloads.on_read_state(rs.context, rs.rejected):
+                self._on_read_state(rs.index, rs.context, rs.rejected)
         if rd.soft_state is not None:
             self._observe(rd.soft_state)
         self.raft.advance(rd)
@@ -316,6 +343,10 @@ class Node(ClientRequests):
         self.metrics.proposals_committed.inc(len(entries))
         self.metrics.proposals_applied.inc(len(entries))
         self.applied_index = entries[-1].index
+        self.payloads.on_committed(entries[-1].index, entries[-1].term)
+        if self._applied_batch:
+            self.payloads.on_applied(self._applied_batch)
+            self._applied_batch = []
         self._serve_parked_reads(self.applied_index)
 
     def _apply_normal(self, e: Entry) -> list[Any] | None:
@@ -342,6 +373,12 @@ class Node(ClientRequests):
         outcome = self._call_state_machine("zraft_apply", p.command, ctx)
         if p.client:
             self.sessions.record(p.client, p.seq, outcome, ctx.timestamp_ms)
+        if self._applied_batch is not None:
+            ok = bool(outcome[0])
+            result = outcome[1] if ok else {"code": outcome[1], "message": outcome[2]}
+            self._applied_batch.append(
+                AppliedEntry(e.index, e.term, ctx.timestamp_ms, p.command, ok, result)
+            )
         return outcome
 
     def _call_state_machine(self, hook: str, command: dict[str, Any], ctx: Any) -> list[Any]:
@@ -362,6 +399,7 @@ class Node(ClientRequests):
         m = self.metrics
         prev = getattr(self, "_soft", None)
         self._soft = soft
+        self.payloads.on_soft_state(soft.role, soft.term)
         m.term.set(soft.term)
         m.is_leader.set(1 if soft.role is Role.LEADER else 0)
         m.has_leader.set(1 if soft.leader_id else 0)
@@ -440,6 +478,7 @@ class Node(ClientRequests):
             # A leader is known and not handing over (e.g. a transfer timed out and this
             # node kept leading): requests parked meanwhile must not wait for a change.
             self._retry_waiting()
+        self.payloads.on_tick(now, self.raft)
         self._expire(now)
 
     # ------------------------------------------------------------------
@@ -454,7 +493,7 @@ class Node(ClientRequests):
         st = self.raft.status()
         if state_hash:
             h = hashlib.sha256()
-            # zraft_snapshot is firstresult: ask every state-machine plugin itself.
+            # Each state-machine plugin's snapshot, keyed by its name.
             impls = self.pm.hook.zraft_snapshot.get_hookimpls()
             for impl in sorted(impls, key=lambda i: i.plugin_name):
                 blob = impl.function()

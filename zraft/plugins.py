@@ -1,8 +1,10 @@
 """The plugin manager: where plugins come from, and the table of client commands.
 
 Plugins are found in this order: the ``zraft`` entry-point group, the built-in
-KV store (when no entry point named ``kv`` supplied it), the modules named in
-``[plugins] modules``, then the ``.py`` files in ``[plugins] files``. Names in
+KV store (when no entry point named ``kv`` supplied it), the built-in script
+payloads (``script-leader``, ``script-follower``, when ``[payload] leader`` or
+``follower`` is set), the modules named in ``[plugins] modules``, then the
+``.py`` files in ``[plugins] files``. Names in
 ``[plugins] disable`` are skipped wherever they come from. Every failure is a
 ``PluginError`` naming the plugin and where it came from.
 """
@@ -24,10 +26,11 @@ import pluggy
 
 from zraft import __version__, hookspecs
 from zraft.builtin.kv import KVStore
+from zraft.builtin.script import FollowerScript, LeaderScript
 from zraft.statemachine import CommandError, CommandSpec
 
 if TYPE_CHECKING:
-    from zraft.config import PluginsConfig
+    from zraft.config import PayloadConfig, PluginsConfig
 
 ENTRY_POINT_GROUP = "zraft"
 BUILTIN_KV = "kv"
@@ -105,7 +108,10 @@ def _register(
 
 
 def make_plugin_manager(
-    plugins: PluginsConfig | None = None, *, entry_points: bool = True
+    plugins: PluginsConfig | None = None,
+    *,
+    entry_points: bool = True,
+    payload: PayloadConfig | None = None,
 ) -> pluggy.PluginManager:
     """Return a new plugin manager with every enabled plugin registered and checked.
 
@@ -114,6 +120,7 @@ def make_plugin_manager(
     skip). ``entry_points=False`` ignores installed plugins (tests); the
     built-in ``kv`` store is registered either way unless disabled. Each call
     makes new plugin instances, so several nodes can share one process.
+    ``payload`` (``.leader``, ``.follower`` commands) adds the script payloads.
     Raises PluginError on any failure, including hook implementations that no
     hookspec declares (``check_pending``).
     """
@@ -133,6 +140,15 @@ def make_plugin_manager(
 
     if BUILTIN_KV not in disable and not pm.has_plugin(BUILTIN_KV):
         _register(pm, BUILTIN_KV, "builtin zraft.builtin.kv", KVStore, __version__)
+
+    for name, cls, argv in (
+        ("script-leader", LeaderScript, getattr(payload, "leader", ())),
+        ("script-follower", FollowerScript, getattr(payload, "follower", ())),
+    ):
+        if argv and name not in disable:
+            _register(
+                pm, name, f"builtin zraft.builtin.script ({argv[0]})", lambda c=cls, a=argv: c(a)
+            )
 
     for module_name in modules:
         if module_name not in disable:
@@ -155,6 +171,30 @@ def make_plugin_manager(
         source = pm.sources.get(name, "?")
         raise PluginError(f"plugin {name!r} ({source}): {exc}") from exc
     return pm
+
+
+def configure_plugins(
+    pm: pluggy.PluginManager, settings: dict[str, dict[str, Any]], node_id: str
+) -> None:
+    """Call every ``zraft_configure`` with its plugin's settings table; raise PluginError.
+
+    A settings table for a plugin that is not loaded is an error too: it is
+    almost always a typo, and a silently ignored setting is worse.
+    """
+    names = {name for name, plugin in pm.list_name_plugin() if plugin is not None}
+    for name in sorted(set(settings) - names):
+        raise PluginError(
+            f"[plugins.settings.{name}] names no loaded plugin; loaded: {', '.join(sorted(names))}"
+        )
+    for impl in pm.hook.zraft_configure.get_hookimpls():
+        try:
+            impl.function(settings=dict(settings.get(impl.plugin_name, {})), node_id=node_id)
+        except Exception as exc:
+            source = getattr(pm, "sources", {}).get(impl.plugin_name, "?")
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} ({source}): zraft_configure: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def plugin_list(pm: pluggy.PluginManager) -> list[tuple[str, str, str]]:

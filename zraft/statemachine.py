@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 class CommandError(Exception):
@@ -55,3 +55,19 @@ class QueryContext:
 
     applied_index: int
     timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEntry:
+    """One client command applied on this node, as ``zraft_applied`` observes it.
+
+    ``ok`` tells whether the state machine accepted it; ``result`` is its
+    reply when it did, else ``{"code": ..., "message": ...}``.
+    """
+
+    index: int
+    term: int
+    timestamp_ms: int
+    command: dict[str, Any]
+    ok: bool
+    result: Any

@@ -240,8 +240,8 @@ class KVStore:
         )
 
     @hookimpl
-    def zraft_restore(self, data: bytes) -> bool:
-        """Replace the whole state with a ``zraft_snapshot`` result; return True.
+    def zraft_restore(self, data: bytes) -> None:
+        """Replace the whole state with a ``zraft_snapshot`` result.
 
         Raises ValueError, leaving the state unchanged, if ``data`` is not a
         well-formed kv snapshot of a supported version.
@@ -270,7 +270,6 @@ class KVStore:
             new_deadlines[key] = deadline
         self._data, self._deadlines = new_data, new_deadlines
         self._heap = sorted((d, k) for k, d in new_deadlines.items())  # sorted is a heap
-        return True
 
     def digest(self) -> str:
         """Return the sha256 hex digest of the snapshot: equal on replicas in equal states."""

@@ -62,6 +62,10 @@ class CoreConfig:
     max_entries_per_msg: int = 1024
     max_bytes_per_msg: int = 1 << 20
     max_inflight: int = 64
+    # With check_quorum, refuse non-forced votes for one election timeout after
+    # start: this node may have acknowledged a leader's lease just before it
+    # stopped. Off only in unit tests that elect nodes at tick 0.
+    boot_lease: bool = True
     # Test-only negative controls that break safety on purpose (zraft/unsafe.py):
     # "skip_prev_log_check", "vote_on_term_only". Empty in every real deployment.
     unsafe: frozenset[str] = frozenset()
@@ -145,8 +149,15 @@ class Raft:
                 forced = m.context == TRANSFER_CONTEXT
                 in_lease = (
                     self.cfg.check_quorum
-                    and self.leader_id != NO_NODE
                     and self.election_elapsed < self.cfg.election_ticks
+                    # A node that has just started may have acknowledged a leader
+                    # before it stopped: it honours that lease for one election
+                    # timeout from start, which is what lets a leader fence its
+                    # payloads by lease (zraft/payload/fencing.py).
+                    and (
+                        self.leader_id != NO_NODE
+                        or (self.cfg.boot_lease and self.now < self.cfg.election_ticks)
+                    )
                 )
                 if in_lease and not forced:
                     # Thesis §4.2.3: a node that hears from a current leader

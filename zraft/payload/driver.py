@@ -1,0 +1,172 @@
+"""The driver's side of payloads: lease probes, the role gate, and the runner.
+
+``node.py`` owns one ``Payloads`` and calls it from its loop (driver
+thread only): ``on_tick`` every tick, ``on_read_state`` for every ReadIndex
+answer, ``on_soft_state`` on role changes, ``on_applied`` after applying.
+Nothing here blocks: hooks run on the runner's threads.
+
+The lease (``fencing.py``) is renewed by ReadIndex rounds the driver issues
+itself, once per heartbeat interval while it leads and some plugin has a
+leader payload: the time a round is issued is the start of the lease it
+buys (thesis §6.4.1), once a quorum has answered it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from zraft.core import NotLeader, Role
+from zraft.metrics import Metrics
+from zraft.payload.context import NodeInfo
+from zraft.payload.fencing import Kind, LeaderLease, RoleGate, lease_seconds
+from zraft.payload.runner import PayloadRunner
+
+if TYPE_CHECKING:
+    from zraft.config import EnsembleConfig
+    from zraft.core import Raft
+
+log = logging.getLogger("zraft.payload")
+
+PROBE_PREFIX = b"L"  # lease probes: 9-byte ReadIndex contexts (client reads use 8 bytes)
+
+
+class Payloads:
+    """Decides which role payload runs, keeps the leader's lease, and feeds the runner."""
+
+    def __init__(
+        self,
+        config: EnsembleConfig,
+        node_id: str,
+        pm: pluggy.PluginManager,
+        metrics: Metrics,
+    ) -> None:
+        p, r = config.payload, config.raft
+        self.metrics = metrics
+        self.lease = LeaderLease(lease_seconds(r.election_timeout_ms, r.tick_ms, p.clock_drift_ppm))
+        self.gate = RoleGate(p.hysteresis_ms / 1000.0, p.stop_grace_ms / 1000.0)
+        info = NodeInfo(
+            node_id,
+            config.name,
+            config.node(node_id).client,
+            config.path,
+            p.stop_grace_ms / 1000.0,
+        )
+        self.runner = PayloadRunner(
+            pm,
+            info,
+            timeout_s=p.timeout_ms / 1000.0,
+            metrics=metrics,
+            settings=config.plugins.settings,
+        )
+        self.has_leader_payload = self.runner.wants("zraft_became_leader")
+        self.wants_applied = self.runner.wants("zraft_applied")
+        self.wants_committed = self.runner.wants("zraft_committed")
+        if self.has_leader_payload:
+            from zraft.config import lease_problem
+
+            problem = lease_problem(r, p)
+            if not r.check_quorum:
+                problem = "raft.check_quorum is false: the fence relies on the followers' lease"
+            if problem:
+                raise ValueError(f"a plugin has a leader payload, but {problem}")
+        self.probe_every_s = r.heartbeat_interval_ms / 1000.0
+        self._probes: dict[bytes, tuple[int, float]] = {}  # context -> (term, issued at)
+        self._seq = itertools.count(1)
+        self._last_probe = -1e18
+        self._role: tuple[Role, int] = (Role.FOLLOWER, -1)
+        self.stopping = False
+
+    def start(self) -> None:
+        """Start the payload threads (``zraft_node_start`` first)."""
+        self.runner.start()
+
+    # -- inputs from the driver -------------------------------------------
+
+    def on_soft_state(self, role: Role, term: int) -> None:
+        """A role or term change: the lease starts over; a candidate's plugins are told."""
+        if (role, term) == self._role:
+            return
+        self._role = (role, term)
+        self.lease.restart(term if role is Role.LEADER else -1)
+        self._probes.clear()
+        if role is Role.CANDIDATE:
+            self.runner.emit("zraft_became_candidate", role="candidate", term=term)
+
+    def on_read_state(self, context: bytes, rejected: bool) -> bool:
+        """Take a ReadIndex answer if it is a lease probe; return whether it was."""
+        if len(context) != 9 or not context.startswith(PROBE_PREFIX):
+            return False
+        probe = self._probes.pop(context, None)
+        if probe is not None and not rejected:
+            self.lease.confirmed(*probe)
+        return True
+
+    def on_tick(self, now: float, raft: Raft) -> None:
+        """Renew the lease, move the gate, and look for hooks that overran."""
+        leading = raft.role is Role.LEADER
+        if leading and self.has_leader_payload and not self.stopping:
+            self._probe(now, raft)
+        if self.stopping:
+            return
+        log_ = raft.log
+        desired = self.gate.update(
+            now,
+            is_leader=leading,
+            term=raft.term,
+            leader_id=raft.leader_id,
+            committed_in_term=log_.term(log_.committed) == raft.term,
+            lease=self.lease,
+        )
+        if desired is not self._last_desired:
+            self._last_desired = desired
+            self.runner.set_desired(desired, now)
+        self.metrics.lease_remaining.set(max(0.0, self.lease.until - now) if leading else 0.0)
+        self.runner.check(now)
+
+    _last_desired: Any = None
+
+    def _probe(self, now: float, raft: Raft) -> None:
+        if now - self._last_probe < self.probe_every_s:
+            return
+        # Drop probes too old to extend a lease that is still in the future.
+        stale = [c for c, (_, t) in self._probes.items() if t + self.lease.lease_s < now]
+        for c in stale:
+            del self._probes[c]
+        context = PROBE_PREFIX + next(self._seq).to_bytes(8, "big")
+        try:
+            raft.read_index(context)
+        except NotLeader:
+            return
+        self._probes[context] = (raft.term, now)
+        self._last_probe = now
+
+    def on_committed(self, index: int, term: int) -> None:
+        """Tell ``zraft_committed`` observers (coalesced)."""
+        if self.wants_committed:
+            self.runner.emit("zraft_committed", index=index, term=term)
+
+    def on_applied(self, entries: list[Any]) -> None:
+        """Tell ``zraft_applied`` observers about a batch of applied commands."""
+        if entries:
+            self.runner.emit("zraft_applied", entries=entries)
+
+    # -- stopping -------------------------------------------------------------
+
+    def revoke_leader(self, now: float) -> None:
+        """Stop the leader payload now and start nothing more (before a hand-over)."""
+        self.stopping = True
+        self._last_desired = self.gate.revoke()
+        self.runner.set_desired(self._last_desired, now)
+
+    def leader_payload_running(self) -> list[str]:
+        """Return the plugins whose leader payload has not returned yet."""
+        return self.runner.running(Kind.LEADER)
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Stop every payload and run ``zraft_node_stop``, waiting up to ``timeout_s``."""
+        self.stopping = True
+        self.runner.stop(self.gate.revoke(), timeout_s)

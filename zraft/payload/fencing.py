@@ -1,0 +1,204 @@
+"""When a payload may run: the leader's lease, its fence, and the role gate. Pure.
+
+Nothing here reads a clock: every method takes ``now`` (seconds of the
+host's ``CLOCK_MONOTONIC``, i.e. ``time.monotonic()``), so the rules are unit
+tested by feeding times.
+
+Why the lease is safe (ARCHITECTURE.md "Plugins"; thesis §6.4.1 uses the same
+argument for lease reads):
+
+* The leader issues a heartbeat round at time ``t`` (by its clock) and a
+  quorum acknowledges it.
+* Each of those voters heard from the leader after ``t``. With CheckQuorum, a
+  voter refuses non-forced votes until one election timeout has passed
+  since it last heard from its leader (``Raft.step``'s ``in_lease``). A voter
+  that restarts refuses them for one election timeout from its start
+  (``boot_lease``).
+* Ticks never run ahead of real time by more than one tick (``node.py``), so
+  every such voter refuses votes until at least ``t + election_timeout -
+  tick`` by its own clock.
+* Any new leader needs one of those voters. So no other node can be leader
+  before ``t + (election_timeout - tick) * (1 - drift)`` by this leader's
+  clock, where ``drift`` bounds how much faster this clock may run than a
+  voter's (``payload.clock_drift_ppm``).
+
+Forced votes (leadership transfer) skip the voters' lease, so the driver
+stops every leader payload before it hands leadership over.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+NEVER = -math.inf
+
+
+def lease_seconds(election_timeout_ms: int, tick_ms: int, clock_drift_ppm: int) -> float:
+    """Return how long a quorum acknowledgement keeps other leaders out, in seconds."""
+    return (election_timeout_ms - tick_ms) / 1000.0 * (1.0 - clock_drift_ppm / 1e6)
+
+
+class LeaderLease:
+    """The time until which no other node can have become leader, as this leader sees it.
+
+    Owned by the driver thread. ``restart(term)`` at every change of role or
+    term; ``confirmed(term, issued_at)`` when a quorum acknowledged a
+    heartbeat round issued at ``issued_at`` in ``term``.
+    """
+
+    def __init__(self, lease_s: float) -> None:
+        self.lease_s = lease_s
+        self.term = 0
+        self.until = NEVER
+
+    def restart(self, term: int) -> None:
+        """Forget every acknowledgement: a new term (or role) starts with no lease."""
+        self.term = term
+        self.until = NEVER
+
+    def confirmed(self, term: int, issued_at: float) -> None:
+        """Extend the lease by a quorum acknowledgement of a round issued at ``issued_at``."""
+        if term == self.term:
+            self.until = max(self.until, issued_at + self.lease_s)
+
+
+class Fence:
+    """One payload run's right to act: valid until ``stop_at``, never again once lapsed.
+
+    The driver thread extends it; payload threads (and, through renewals,
+    the keeper process) read it. Once ``now >= stop_at`` has been reached the
+    fence is dead for good, even if the leader's lease is later renewed: the
+    payload must stop and a new run (with a new fence) may start later.
+    A plain float read or written under the GIL needs no lock.
+    """
+
+    def __init__(self, term: int, stop_at: float) -> None:
+        self.term = term
+        self.stop_at = stop_at
+
+    def valid(self, now: float) -> bool:
+        """Tell whether the payload may still act at ``now``."""
+        return now < self.stop_at
+
+    def extend(self, stop_at: float, now: float) -> None:
+        """Move ``stop_at`` later, unless the fence has already lapsed at ``now``."""
+        if now < self.stop_at and stop_at > self.stop_at:
+            self.stop_at = stop_at
+
+    def revoke(self) -> None:
+        """End the fence now (step-down, stop, handing leadership over)."""
+        self.stop_at = NEVER
+
+
+class Kind(Enum):
+    """Which role payload should run."""
+
+    NONE = "none"
+    LEADER = "leader"
+    FOLLOWER = "follower"
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """The payload that should run now. ``gen`` changes whenever a new run must start."""
+
+    kind: Kind
+    gen: int
+    term: int = 0
+    leader_id: str = ""
+    fence: Fence | None = field(default=None, compare=False)
+
+
+class RoleGate:
+    """Turn the node's role, commit and lease into the payload role that should run.
+
+    * A leader payload runs only while the node is leader, has committed an
+      entry of its own term, and holds a lease that ends more than
+      ``grace_s`` from now (so a payload told to stop has ``grace_s`` to do so
+      before any other node could be elected). It starts once that has held
+      for ``hysteresis_s``, so a leadership that flaps never starts it. It is
+      stopped at once when any condition fails.
+    * A follower payload runs while the node follows a known leader; it starts
+      once that has held for ``hysteresis_s`` and survives a gap (an election,
+      a lost leader) shorter than ``hysteresis_s``. It stops at once when the
+      node becomes leader.
+    """
+
+    def __init__(self, hysteresis_s: float, grace_s: float) -> None:
+        self.hysteresis_s = hysteresis_s
+        self.grace_s = grace_s
+        self.desired = Desired(Kind.NONE, 0)
+        self._leader_since: float | None = None
+        self._follower_since: float | None = None
+        self._follower_lost_at: float | None = None
+        self._gen = 0
+
+    def update(
+        self,
+        now: float,
+        *,
+        is_leader: bool,
+        term: int,
+        leader_id: str,
+        committed_in_term: bool,
+        lease: LeaderLease,
+    ) -> Desired:
+        """Return the payload that should run at ``now`` (a new ``gen`` means a new run)."""
+        d = self.desired
+        stop_at = lease.until - self.grace_s
+        leader_ok = is_leader and committed_in_term and lease.term == term and now < stop_at
+        if d.kind is Kind.LEADER:
+            assert d.fence is not None
+            d.fence.extend(stop_at, now)
+            if leader_ok and d.term == term and d.fence.valid(now):
+                return d
+            d.fence.revoke()
+            self._leader_since = None
+            return self._set(Kind.NONE)
+        if leader_ok:
+            if self._leader_since is None:
+                self._leader_since = now
+            if now - self._leader_since >= self.hysteresis_s:
+                self._follower_since = self._follower_lost_at = None
+                return self._set(Kind.LEADER, term, leader_id, Fence(term, stop_at))
+        else:
+            self._leader_since = None
+
+        following = not is_leader and bool(leader_id)
+        if d.kind is Kind.FOLLOWER:
+            if is_leader:
+                return self._set(Kind.NONE)
+            if following:
+                self._follower_lost_at = None
+                return d
+            if self._follower_lost_at is None:
+                self._follower_lost_at = now
+            if now - self._follower_lost_at >= self.hysteresis_s:
+                self._follower_lost_at = None
+                return self._set(Kind.NONE)
+            return d
+        if following:
+            if self._follower_since is None:
+                self._follower_since = now
+            if now - self._follower_since >= self.hysteresis_s:
+                self._follower_since = None
+                return self._set(Kind.FOLLOWER, term, leader_id)
+        else:
+            self._follower_since = None
+        return d
+
+    def revoke(self) -> Desired:
+        """Stop whatever runs (the node is stopping); nothing starts again."""
+        if self.desired.fence is not None:
+            self.desired.fence.revoke()
+        self.hysteresis_s = math.inf
+        return self._set(Kind.NONE)
+
+    def _set(self, kind: Kind, term: int = 0, leader_id: str = "", fence: Fence | None = None):
+        if kind is Kind.NONE and self.desired.kind is Kind.NONE:
+            return self.desired
+        self._gen += 1
+        self.desired = Desired(kind, self._gen, term, leader_id, fence)
+        return self.desired

@@ -1,0 +1,163 @@
+"""The keeper: a tiny process that holds a payload command to its fence.
+
+``python -m zraft.payload.keeper --grace S --deadline D -- CMD [ARG...]``
+
+It starts ``CMD`` in a new session (its own process group) and then waits
+for whichever comes first:
+
+* the command exits: the keeper kills what is left of its process group
+  and exits with the command's code;
+* ``time.monotonic()`` reaches the deadline (the fence ran out), ``stop`` is
+  read from stdin, or stdin reaches EOF (the node died): the keeper sends the
+  process group SIGTERM, then SIGKILL ``S`` seconds later, and exits.
+
+The node renews the deadline by writing one line per renewal to stdin: an
+absolute ``CLOCK_MONOTONIC`` time in seconds (``inf`` for none). Because the
+keeper is a separate process, the fence holds even when the node is frozen
+(SIGSTOP) or killed (SIGKILL): that is its whole reason to exist. The
+command gets ``PR_SET_PDEATHSIG`` = SIGKILL, so it dies if the keeper does.
+
+Exit codes: the command's own code; 128 + n when signal n ended it; 125
+when the fence had already run out before the command could start; 127 when
+it could not be started. Standard library only, so it starts quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+NOT_STARTED_FENCED = 125
+NOT_STARTED_ERROR = 127
+_PR_SET_PDEATHSIG = 1
+
+
+class _Terminated(Exception):
+    """SIGTERM reached the keeper (e.g. systemd stopping the unit): stop the command."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _die_with_keeper() -> None:
+    """In the child before exec: get SIGKILL when the keeper exits (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _say(msg: str) -> None:
+    print(f"zraft keeper[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+def _read_commands(buf: bytearray, deadline: float) -> tuple[float, str | None]:
+    """Read what the node wrote; return the new deadline and a stop reason, if any."""
+    try:
+        data = os.read(0, 4096)
+    except BlockingIOError:
+        return deadline, None
+    except OSError:
+        return deadline, "the node's pipe failed"
+    if not data:
+        return deadline, "the node is gone (EOF)"
+    buf.extend(data)
+    while b"\n" in buf:
+        line, _, rest = bytes(buf).partition(b"\n")
+        buf[:] = rest
+        text = line.decode("ascii", "replace").strip()
+        if text == "stop":
+            return deadline, "asked to stop"
+        try:
+            value = float(text)
+        except ValueError:
+            _say(f"ignored a bad renewal line {text!r}")
+            continue
+        if not math.isnan(value):
+            deadline = value
+    return deadline, None
+
+
+def keep(cmd: list[str], deadline: float, grace: float) -> int:
+    """Run ``cmd`` under the fence described in the module docstring; return the exit code."""
+    if time.monotonic() >= deadline:
+        _say(f"fence already ran out; not starting {cmd[0]!r}")
+        return NOT_STARTED_FENCED
+    try:
+        child = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_keeper
+        )
+    except OSError as exc:
+        _say(f"cannot start {cmd[0]!r}: {exc}")
+        return NOT_STARTED_ERROR
+    pgid = child.pid  # start_new_session: the child leads its own group
+    pidfd = os.pidfd_open(child.pid)
+    os.set_blocking(0, False)
+    buf = bytearray()
+    reason = None
+    watch = [pidfd, 0]
+    try:
+        while reason is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                reason = "the fence ran out"
+                break
+            ready, _, _ = select.select(watch, [], [], None if math.isinf(left) else left)
+            if pidfd in ready:
+                # Exited by itself. Its zombie still holds the group id, so killing the
+                # group now cannot hit a reused id: nothing it started outlives it.
+                _killpg(pgid, signal.SIGKILL)
+                return _code(child.wait())
+            if 0 in ready:
+                deadline, reason = _read_commands(buf, deadline)
+    except _Terminated:
+        reason = "got SIGTERM"
+    _say(f"{reason}: SIGTERM to process group {pgid}")
+    _killpg(pgid, signal.SIGTERM)
+    ready, _, _ = select.select([pidfd], [], [], grace)
+    if not ready:
+        _say(f"still running after {grace:g}s: SIGKILL to process group {pgid}")
+    _killpg(pgid, signal.SIGKILL)
+    return _code(child.wait())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the keeper."""
+    p = argparse.ArgumentParser(prog="python -m zraft.payload.keeper")
+    p.add_argument("--grace", type=float, required=True, help="SIGTERM to SIGKILL, seconds")
+    p.add_argument("--deadline", type=float, required=True, help="CLOCK_MONOTONIC seconds")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        p.error("no command given after --")
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # Ctrl-C in a terminal reaches the node's whole process group: the node
+    # then stops its payloads itself. SIGTERM stops the command as "stop" does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    return keep(cmd, args.deadline, args.grace)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -65,6 +65,53 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from zraft.config import ConfigError
+    from zraft.plugins import (
+        CommandTable,
+        PluginError,
+        configure_plugins,
+        make_plugin_manager,
+        plugin_hooks,
+        plugin_list,
+    )
+
+    try:
+        config = _load(args.config)
+        node_id = args.node or config.ids[0]
+        config.node(node_id)
+        pm = make_plugin_manager(config.plugins, payload=config.payload)
+        configure_plugins(pm, config.plugins.settings, node_id)
+        commands = CommandTable.from_plugins(pm).describe()
+    except (ConfigError, PluginError, KeyError) as exc:
+        print(exc.args[0] if isinstance(exc, KeyError) else exc, file=sys.stderr)
+        return EX_CONFIG
+    rows = [
+        {
+            "name": name,
+            "version": version,
+            "source": source,
+            "hooks": plugin_hooks(pm, name),
+            "commands": [c["name"] for c in commands if c["plugin"] == name],
+        }
+        for name, version, source in plugin_list(pm)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    widths = [
+        max(len(r[k]) for r in rows + [{"name": "PLUGIN", "version": "VERSION"}])
+        for k in ("name", "version")
+    ]
+    print(f"{'PLUGIN':<{widths[0]}}  {'VERSION':<{widths[1]}}  SOURCE")
+    for r in rows:
+        print(f"{r['name']:<{widths[0]}}  {r['version']:<{widths[1]}}  {r['source']}")
+        print(f"{'':<{widths[0]}}    hooks: {', '.join(r['hooks'])}")
+        if r["commands"]:
+            print(f"{'':<{widths[0]}}    commands: {', '.join(r['commands'])}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from zraft.status import collect, render_table
 
@@ -197,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate an ensemble file and summarize it")
     p.add_argument("file", nargs="?", help="ensemble TOML file (default: the embedded one)")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("plugins", help="list the plugins a node would load, with versions")
+    p.add_argument("-c", "--config", help="ensemble TOML file (default: the embedded one)")
+    p.add_argument("-n", "--node", help="node id to configure them for (default: the first)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("status", help="show every node: role, term, commit, applied, leader")
     _add_target(p)

@@ -176,7 +176,8 @@ def zraft_became_candidate(ctx: Any) -> None:
 
 @hookspec
 def zraft_node_start(ctx: Any) -> None:
-    """Notify that the node started (first event on the plugin's event thread)."""
+    """Notify that the node started: the plugin's first event; its role payloads wait
+    for it to return (up to ``payload.timeout_ms``)."""
 
 
 @hookspec

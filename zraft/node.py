@@ -83,7 +83,7 @@ class Node(ClientRequests):
         configure_plugins(self.pm, config.plugins.settings, node_id)
         self.commands = CommandTable.from_plugins(self.pm)
         try:
-            self.payloads = Payloads(config, node_id, self.pm, self.metrics)
+            self.payloads = Payloads(config, node_id, self.pm, self.metrics, unsafe)
         except ValueError as exc:
             raise PluginError(str(exc)) from exc
         self._applied_batch: list[AppliedEntry] | None = [] if self.payloads.wants_applied else None
@@ -508,6 +508,7 @@ class Node(ClientRequests):
             client=self.me.client,
             uptime_s=round(time.time() - self.started, 3),
             pending_writes=len(self.pending_writes),
+            payloads=self.payloads.status(time.monotonic()),
             sessions=len(self.sessions),
             leader_client=self.config.node(self.raft.leader_id).client
             if self.raft.leader_id

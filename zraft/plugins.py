@@ -210,6 +210,13 @@ def plugin_list(pm: pluggy.PluginManager) -> list[tuple[str, str, str]]:
     return sorted(rows)
 
 
+def plugin_hooks(pm: pluggy.PluginManager, name: str) -> list[str]:
+    """Return the names of the hooks plugin ``name`` implements, without the prefix, sorted."""
+    plugin = pm.get_plugin(name)
+    callers = pm.get_hookcallers(plugin) or [] if plugin is not None else []
+    return sorted(c.name.removeprefix("zraft_") for c in callers)
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"

@@ -29,6 +29,11 @@ SWITCHES: dict[str, str] = {
     # driver
     "local_reads": "linearizable reads are served from local state without ReadIndex",
     "ack_before_commit": "a write is acknowledged when the leader proposes it",
+    # payloads
+    "unfenced_payloads": (
+        "leader payloads run while the node believes it leads, with no lease and no "
+        "keeper deadline, as the role-change scripts of older tools did"
+    ),
 }
 
 CORE_SWITCHES = frozenset({"skip_prev_log_check", "vote_on_term_only"})

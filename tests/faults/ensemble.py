@@ -53,6 +53,7 @@ class Ensemble:
         n: int,
         unsafe: str = "",
         timing: dict[str, int] | None = None,
+        extra_toml: str = "",
     ) -> None:
         self.workdir = workdir
         self.net = net
@@ -67,6 +68,7 @@ class Ensemble:
             f"[raft]\ntick_ms = {t['tick_ms']}\nheartbeat_interval_ms = {t['heartbeat_ms']}\n"
             f"election_timeout_ms = {t['election_ms']}\n",
             f"[client]\nrequest_timeout_ms = {t['request_timeout_ms']}\n",
+            extra_toml,
         ]
         for nid in self.ids:
             lines.append(
@@ -144,6 +146,14 @@ class Ensemble:
         for p in victims:
             p.wait(timeout=15)
         self.stopped.difference_update(nids)
+
+    def terminate(self, nid: str, timeout: float = 15.0) -> int | None:
+        """SIGTERM this node (a graceful stop) and reap it; return its exit code."""
+        if not self.alive(nid):
+            return None
+        p = self.procs[nid]
+        os.kill(p.pid, signal.SIGTERM)
+        return p.wait(timeout=timeout)
 
     def pause(self, nid: str) -> None:
         if self.alive(nid):

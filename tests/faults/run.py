@@ -234,6 +234,39 @@ def summary_line(res: dict[str, Any]) -> str:
 # -- running in private namespaces ---------------------------------------------
 
 
+def spawn_module(
+    module: str, args: list[str], workdir: Path, net_kind: str, timeout: float
+) -> int | None:
+    """Run ``python -m module ... --inside`` in its own namespaces; return its exit code.
+
+    None when it outlived ``timeout`` and was killed by pid (its nodes die with
+    it: PR_SET_PDEATHSIG). Output goes to ``workdir/runner.log``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", module, *args]
+    cmd += ["--workdir", str(workdir), "--net", net_kind, "--inside", "--quiet"]
+    if net_kind == "netns":
+        cmd = ["unshare", "--net", "--mount", "--"] + cmd
+    cmd = die_with_parent() + cmd
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env[HOST_NS_ENV] = host_namespaces()
+    env.pop("ZRAFT_UNSAFE_TEST_ONLY", None)
+    with open(workdir / "runner.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            return None
+        except BaseException:  # e.g. pytest-timeout: never leave the runner behind
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            raise
+
+
 def spawn(
     scenario: str,
     nodes: int,
@@ -251,60 +284,18 @@ def spawn(
     ``passed`` False and the reason in ``errors``. The child is killed by pid
     if it outlives ``timeout`` (its nodes die with it: PR_SET_PDEATHSIG).
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "tests.faults.run",
-        "--scenario",
-        scenario,
-        "--nodes",
-        str(nodes),
-        "--seed",
-        str(seed),
-        "--workdir",
-        str(workdir),
-        "--net",
-        net_kind,
-        "--inside",
-        "--quiet",
-    ]
+    args = ["--scenario", scenario, "--nodes", str(nodes), "--seed", str(seed)]
     if unsafe:
-        cmd += ["--unsafe", unsafe]
+        args += ["--unsafe", unsafe]
     if params:
-        cmd += ["--params", json.dumps(params)]
+        args += ["--params", json.dumps(params)]
     if keep_data:
-        cmd.append("--keep-data")
-    if net_kind == "netns":
-        cmd = ["unshare", "--net", "--mount", "--"] + cmd
-    cmd = die_with_parent() + cmd
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env[HOST_NS_ENV] = host_namespaces()
-    env.pop("ZRAFT_UNSAFE_TEST_ONLY", None)
-    out = workdir / "runner.log"
-    with open(out, "ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-            code = None
-        except BaseException:  # e.g. pytest-timeout: never leave the runner behind
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-            raise
+        args.append("--keep-data")
+    code = spawn_module("tests.faults.run", args, workdir, net_kind, timeout)
     path = workdir / "result.json"
     if path.exists():
         return json.loads(path.read_text())
-    tail = out.read_text(errors="replace")[-2000:]
+    tail = (workdir / "runner.log").read_text(errors="replace")[-2000:]
     return {
         "scenario": scenario,
         "nodes": nodes,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -22,7 +23,7 @@ import pluggy
 from zraft.core import NotLeader, Role
 from zraft.metrics import Metrics
 from zraft.payload.context import NodeInfo
-from zraft.payload.fencing import Kind, LeaderLease, RoleGate, lease_seconds
+from zraft.payload.fencing import NEVER, Kind, LeaderLease, RoleGate, lease_seconds
 from zraft.payload.runner import PayloadRunner
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class Payloads:
         node_id: str,
         pm: pluggy.PluginManager,
         metrics: Metrics,
+        unsafe: frozenset[str] = frozenset(),
     ) -> None:
         p, r = config.payload, config.raft
         self.metrics = metrics
@@ -79,6 +81,8 @@ class Payloads:
         self._last_probe = -1e18
         self._role: tuple[Role, int] = (Role.FOLLOWER, -1)
         self.stopping = False
+        # Negative control (zraft/unsafe.py): no lease, no keeper deadline.
+        self.unfenced = "unfenced_payloads" in unsafe
 
     def start(self) -> None:
         """Start the payload threads (``zraft_node_start`` first)."""
@@ -102,7 +106,10 @@ class Payloads:
             return False
         probe = self._probes.pop(context, None)
         if probe is not None and not rejected:
+            had = self.lease.until
             self.lease.confirmed(*probe)
+            if had == NEVER:
+                log.debug("term %d: first lease, until +%.3fs", probe[0], self.lease.lease_s)
         return True
 
     def on_tick(self, now: float, raft: Raft) -> None:
@@ -112,6 +119,8 @@ class Payloads:
             self._probe(now, raft)
         if self.stopping:
             return
+        if self.unfenced:
+            self.lease.until = math.inf if leading else NEVER
         log_ = raft.log
         desired = self.gate.update(
             now,
@@ -122,6 +131,8 @@ class Payloads:
             lease=self.lease,
         )
         if desired is not self._last_desired:
+            d = desired
+            log.debug("payload: %s (term %d, gen %d)", d.kind.value, d.term, d.gen)
             self._last_desired = desired
             self.runner.set_desired(desired, now)
         self.metrics.lease_remaining.set(max(0.0, self.lease.until - now) if leading else 0.0)
@@ -153,6 +164,14 @@ class Payloads:
         """Tell ``zraft_applied`` observers about a batch of applied commands."""
         if entries:
             self.runner.emit("zraft_applied", entries=entries)
+
+    def status(self, now: float) -> dict[str, Any]:
+        """Return which payloads run here and the lease left, for ``zraft status``."""
+        return {
+            "leader": self.runner.running(Kind.LEADER),
+            "follower": self.runner.running(Kind.FOLLOWER),
+            "lease_remaining_s": round(max(0.0, self.lease.until - now), 3),
+        }
 
     # -- stopping -------------------------------------------------------------
 

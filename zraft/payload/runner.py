@@ -93,6 +93,11 @@ class PayloadRunner:
             p: deque() for p in self.event_impls
         }
         self._committed: dict[str, tuple[int, int] | None] = {p: None for p in self.event_impls}
+        # A plugin's role payloads wait for its zraft_node_start (up to timeout_s).
+        self._node_started = {p: threading.Event() for p in self.role_impls}
+        for plugin, event in self._node_started.items():
+            if "zraft_node_start" not in self.event_impls.get(plugin, {}):
+                event.set()
         self._closing = False
         self._events_closed = False
         self._threads: list[threading.Thread] = []
@@ -198,6 +203,7 @@ class PayloadRunner:
 
     def _role_loop(self, plugin: str) -> None:
         impls = self.role_impls[plugin]
+        self._node_started[plugin].wait(self.timeout_s)
         done = 0
         while True:
             with self._cond:
@@ -245,6 +251,8 @@ class PayloadRunner:
             self._invoke(plugin, hook, impls[hook], **kwargs)
             with self._cond:
                 self._calls.pop((plugin, "event"), None)
+            if hook == "zraft_node_start" and plugin in self._node_started:
+                self._node_started[plugin].set()
 
     def _context(self, plugin: str, d: Desired | None, **facts: Any) -> PayloadContext:
         if d is None:

@@ -377,7 +377,7 @@ def _section(c: _Collector, key: str, table: Any, cls: type) -> Any:
     _unknown_keys(c, key, table, [f.name for f in fields(cls)])
     kwargs = {}
     for f in fields(cls):
-        if f.name in table and hints[f.name] is not dict[str, dict[str, Any]]:
+        if f.name in table and not (cls is PluginsConfig and f.name == "settings"):
             checker = _typed(hints[f.name], f.metadata.get("lo"), f.metadata.get("hi"))
             value = c.check(f"{key}.{f.name}", checker, table[f.name])
             if value is not None:

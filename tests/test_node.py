@@ -175,3 +175,25 @@ def test_frames_from_unknown_peers_are_counted_and_the_warning_rate_limited(
     assert len(warnings) == 1
     value = node.metrics.registry.get_sample_value("zraft_network_unknown_peer_messages_total")
     assert value == 1000
+
+
+def test_a_write_fenced_to_an_old_term_is_refused_and_never_proposed(follower) -> None:
+    """A leader payload's writes carry its term: once another leader is elected they
+    must fail (FENCED) instead of being ordered after that leader's writes."""
+    node, replies = follower
+    become_leader(node)
+    term = node.raft.term
+
+    def send(body: dict) -> None:
+        node._handle_request(Route(frames=[b"id"], started=time.monotonic()),
+                             json.dumps(body).encode(), forwarded=False)  # fmt: skip
+
+    send({"cmd": "set", "key": "k", "value": 1, "fence": term})
+    assert len(node.pending_writes) == 1 and replies == []
+    last = node.raft.log.last_index()
+    send({"cmd": "set", "key": "k", "value": 2, "fence": term + 1})  # not this leader's
+    assert [r["error"] for r in replies] == ["FENCED"]
+    assert f"fenced to term {term + 1}" in replies[0]["message"]
+    assert node.raft.log.last_index() == last and len(node.pending_writes) == 1
+    send({"cmd": "set", "key": "k", "value": 3, "fence": "7"})
+    assert replies[-1]["error"] == "BAD_REQUEST" and "fence" in replies[-1]["message"]

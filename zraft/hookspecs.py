@@ -31,9 +31,13 @@ Rules for all hooks:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from zraft.payload.context import PayloadContext
+    from zraft.statemachine import AppliedEntry
 
 PROJECT = "zraft"
 
@@ -136,7 +140,7 @@ def zraft_configure(settings: dict[str, Any], node_id: str) -> None:
 
 
 @hookspec
-def zraft_became_leader(ctx: Any) -> None:
+def zraft_became_leader(ctx: PayloadContext) -> None:
     """Run the leader payload: code that must run on exactly one node at a time.
 
     Called on the plugin's own thread once this node is leader *and* has
@@ -155,7 +159,7 @@ def zraft_became_leader(ctx: Any) -> None:
 
 
 @hookspec
-def zraft_became_follower(ctx: Any) -> None:
+def zraft_became_follower(ctx: PayloadContext) -> None:
     """Run the follower payload, on every node that follows a leader.
 
     Same contract as ``zraft_became_leader`` without the fence: starts after
@@ -166,7 +170,7 @@ def zraft_became_follower(ctx: Any) -> None:
 
 
 @hookspec
-def zraft_became_candidate(ctx: Any) -> None:
+def zraft_became_candidate(ctx: PayloadContext) -> None:
     """Notify that this node started an election (``ctx.term`` is the candidate's term).
 
     A notification on the plugin's event thread; must return within
@@ -175,13 +179,13 @@ def zraft_became_candidate(ctx: Any) -> None:
 
 
 @hookspec
-def zraft_node_start(ctx: Any) -> None:
+def zraft_node_start(ctx: PayloadContext) -> None:
     """Notify that the node started: the plugin's first event; its role payloads wait
     for it to return (up to ``payload.timeout_ms``)."""
 
 
 @hookspec
-def zraft_node_stop(ctx: Any) -> None:
+def zraft_node_stop(ctx: PayloadContext) -> None:
     """Notify that the node is stopping, after every role payload was stopped (last event)."""
 
 
@@ -199,7 +203,7 @@ def zraft_committed(index: int, term: int) -> None:
 
 
 @hookspec
-def zraft_applied(entries: list[Any]) -> None:
+def zraft_applied(entries: list[AppliedEntry]) -> None:
     """Observe client commands applied on this node, oldest first.
 
     ``entries`` is a list of ``zraft.statemachine.AppliedEntry`` (index,

@@ -52,6 +52,7 @@ class Client:
         retry_for: float = 15.0,
         client_id: str | None = None,
         context: zmq.Context | None = None,
+        fence: int = 0,
     ) -> None:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
@@ -65,6 +66,7 @@ class Client:
         self._current = 0
         self._sock: zmq.Socket | None = None
         self.last_reply: dict[str, Any] = {}
+        self.fence = fence  # when set, every request carries it: writes only in that term
 
     # -- plumbing ------------------------------------------------------------
 
@@ -99,6 +101,8 @@ class Client:
         body = dict(body)
         body.setdefault("client", self.client_id)
         body.setdefault("seq", next(self._seq))
+        if self.fence:
+            body.setdefault("fence", self.fence)
         deadline = time.monotonic() + self.retry_for
         backoff = 0.02
         while True:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-ENVELOPE_KEYS = frozenset({"cmd", "id", "client", "seq", "stale", "forward"})
+ENVELOPE_KEYS = frozenset({"cmd", "id", "client", "seq", "stale", "forward", "fence"})
 MAX_ID_LEN = 128
 
 
@@ -36,6 +36,7 @@ OVERLOADED = "OVERLOADED"  # retryable: too many requests pending on this node
 SESSION_EXPIRED = "SESSION_EXPIRED"  # the (client, seq) is older than the session remembers
 INTERNAL = "INTERNAL"  # a plugin raised something other than CommandError
 SHUTTING_DOWN = "SHUTTING_DOWN"  # retryable elsewhere: the node is stopping
+FENCED = "FENCED"  # a write fenced to a term whose leadership is over: never applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,9 @@ class Request:
     seq: int = 0  # session sequence number, > 0 when client is set
     stale: bool = False  # serve a read from local state without ReadIndex
     forward: bool = True  # a follower forwards writes to the leader (else NOT_LEADER)
+    # A write is proposed only by the leader of this term, else FENCED (0: no fence).
+    # Ignored on reads. A leader payload's ctx.client() sets it to its term.
+    fence: int = 0
 
 
 def parse_request(frame: bytes, max_bytes: int) -> Request:
@@ -82,8 +86,11 @@ def parse_request(frame: bytes, max_bytes: int) -> Request:
     forward = obj.get("forward", True)
     if not isinstance(stale, bool) or not isinstance(forward, bool):
         raise RequestError(BAD_REQUEST, '"stale" and "forward" must be booleans')
+    fence = obj.get("fence", 0)
+    if not isinstance(fence, int) or isinstance(fence, bool) or not 0 <= fence < 2**63:
+        raise RequestError(BAD_REQUEST, '"fence" must be a term: a non-negative integer')
     command = {k: v for k, v in obj.items() if k not in ENVELOPE_KEYS or k == "cmd"}
-    return Request(command, rid, client, seq if client else 0, stale, forward)
+    return Request(command, rid, client, seq if client else 0, stale, forward, fence)
 
 
 def reply_ok(result: Any, rid: Any, node: str, leader: str | None) -> bytes:

@@ -109,6 +109,16 @@ class ClientRequests:
             self._forward(pending)
 
     def _propose(self, pending: PendingRequest, req: proto.Request) -> None:
+        if req.fence and req.fence != self.raft.term:
+            # Entries of one term precede every entry of later terms in the log, so
+            # a write proposed only in the fence's term can never land after a
+            # later leader's writes (the fencing token of a leader payload).
+            self._reply_error(
+                pending.route,
+                proto.FENCED,
+                f"write fenced to term {req.fence}; the leader is in term {self.raft.term}",
+            )
+            return
         if len(self.pending_writes) >= self.config.client.max_pending:
             self._reply_error(pending.route, proto.OVERLOADED, "too many writes pending; retry")
             return

@@ -25,6 +25,7 @@ class NodeInfo:
     client_endpoint: str  # this node's client socket, e.g. "tcp://127.0.0.1:7001"
     config_path: str
     stop_grace_s: float  # SIGTERM to SIGKILL for processes started by ``run``
+    timeout_s: float = 5.0  # payload.timeout_ms: time to return once told to stop
 
 
 class PayloadContext:
@@ -132,8 +133,19 @@ class PayloadContext:
             self._on_process_exit(code)
         return code
 
-    def client(self, timeout: float = 5.0) -> Client:
-        """Return a new client of this node's endpoint (close it when done)."""
+    def client(self, timeout: float = 1.0, retry_for: float | None = None) -> Client:
+        """Return a new client of this node's endpoint (close it when done).
+
+        A leader payload's client fences its writes to ``term``: once another
+        leader has been elected they fail with ``FENCED`` instead of landing
+        after that leader's writes. ``retry_for`` (default: the time a
+        payload has to return once told to stop) bounds one call's retries.
+        """
         from zraft.api.client import Client
 
-        return Client([self.node.client_endpoint], timeout=timeout)
+        return Client(
+            [self.node.client_endpoint],
+            timeout=timeout,
+            retry_for=self.node.timeout_s if retry_for is None else retry_for,
+            fence=self.term if self.role == "leader" else 0,
+        )

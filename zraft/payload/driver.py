@@ -56,6 +56,7 @@ class Payloads:
             config.node(node_id).client,
             config.path,
             p.stop_grace_ms / 1000.0,
+            p.timeout_ms / 1000.0,
         )
         self.runner = PayloadRunner(
             pm,

@@ -84,6 +84,7 @@ def test_status_table_and_json_agree_on_one_leader(cluster: Cluster) -> None:
         "APPLIED",
         "LAG",
         "LEADER",
+        "PAYLOADS",
         "ENDPOINT",
     ]
     rows = [line.split() for line in table[1:]]
@@ -94,6 +95,10 @@ def test_status_table_and_json_agree_on_one_leader(cluster: Cluster) -> None:
         zraft("status", "-c", str(cluster.config), "-w", "json", check=True).stdout
     )
     assert [r["status"]["id"] for r in as_json if r["status"]["role"] == "leader"] == [leader]
+    hashed = zraft("status", "-c", str(cluster.config), "--hash", check=True).stdout.splitlines()
+    assert hashed[0].split()[-1] == "STATE"
+    states = {line.split()[-1] for line in hashed[1:]}
+    assert len(states) == 1 and len(states.pop()) == 12  # an idle ensemble: equal states
 
 
 def test_status_marks_a_dead_node_unreachable(tmp_path: Path) -> None:

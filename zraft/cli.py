@@ -116,7 +116,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from zraft.status import collect, render_table
 
     endpoints = _endpoints(args)
-    rows = collect(endpoints, timeout=args.timeout)
+    rows = collect(endpoints, timeout=args.timeout, state_hash=args.hash)
     if args.output == "json":
         print(json.dumps(rows, indent=2))
     else:
@@ -254,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="show every node: role, term, commit, applied, leader")
     _add_target(p)
     p.add_argument("-w", "--output", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--hash", action="store_true", help="add a hash of each node's replicated state (STATE)"
+    )
     p.set_defaults(func=cmd_status, timeout=1.0)
 
     for name, help_text, params in KV_COMMANDS:

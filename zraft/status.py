@@ -8,7 +8,7 @@ from typing import Any
 
 import zmq
 
-COLUMNS = ("NODE", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "LEADER", "ENDPOINT")
+COLUMNS = ("NODE", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "LEADER", "PAYLOADS", "ENDPOINT")
 
 
 def collect(
@@ -51,17 +51,31 @@ def collect(
     return [rows[ep] for ep in endpoints]
 
 
+def _payloads(st: dict[str, Any]) -> str:
+    """Name the payloads running on a node: ``leader:urlcheck,follower:x`` or ``-``."""
+    running = st.get("payloads") or {}
+    names = [f"{role}:{p}" for role in ("leader", "follower") for p in running.get(role, [])]
+    return ",".join(names) or "-"
+
+
 def render_table(rows: list[dict[str, Any]]) -> str:
-    """Render status rows as an aligned text table (the seed's monitor page, in a terminal)."""
+    """Render status rows as an aligned text table (the seed's monitor page, in a terminal).
+
+    A ``STATE`` column (the first 12 hex digits of the state hash) is added
+    when the rows carry ``state_hash``: nodes at the same applied index must
+    show the same value.
+    """
+    hashed = any(r["status"] and "state_hash" in r["status"] for r in rows)
     leader_commit = max(
         (r["status"]["commit"] for r in rows if r["status"] and r["status"]["role"] == "leader"),
         default=None,
     )
-    lines = [COLUMNS]
+    columns = COLUMNS + (("STATE",) if hashed else ())
+    lines = [columns]
     for r in rows:
         st = r["status"]
         if st is None:
-            lines.append(("?", "unreachable", "-", "-", "-", "-", "-", r["endpoint"]))
+            lines.append(("?", "unreachable") + ("-",) * (len(columns) - 3) + (r["endpoint"],))
             continue
         lag = "-" if leader_commit is None else str(max(0, leader_commit - st["applied"]))
         lines.append(
@@ -73,10 +87,12 @@ def render_table(rows: list[dict[str, Any]]) -> str:
                 str(st["applied"]),
                 lag,
                 st.get("leader") or "-",
+                _payloads(st),
                 r["endpoint"],
             )
+            + ((st.get("state_hash", "-")[:12],) if hashed else ())
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )

@@ -261,3 +261,33 @@ def test_boot_lease_a_restarted_voter_honours_the_lease_it_may_have_acked(
     else:
         assert {m.type for m in granted} == {MsgType.PRE_VOTE_RESP, MsgType.VOTE_RESP}
         assert fresh.voted_for == "n3"
+
+
+@pytest.mark.parametrize("own_lease", [True, False])
+def test_a_leader_deposed_by_a_reply_honours_its_own_lease(own_lease: bool) -> None:
+    """A leader counts itself in the quorum that grants its lease. Deposed by a
+    higher term seen in a reply, it must keep refusing votes until that lease is
+    over, or {candidate, old leader} elect a second leader inside it (found by
+    review, with PreVote off). Control: forget the own lease and that happens."""
+    net = SimNetwork(3, seed=1, pre_vote=False, **CFG)
+    net.elect("n1")
+    net.tick(3)
+    net.isolate("n3")
+    net.tick(3 * CFG["election_ticks"])  # n3 campaigns alone, again and again
+    n1, n2, n3 = (net.nodes[n].raft for n in ("n1", "n2", "n3"))
+    assert n1.role is Role.LEADER and n3.term > n1.term
+    n1.read_index(b"lease-probe")
+    net.deliver_all()  # n2 acknowledges: the lease runs for an election timeout
+    assert [rs.rejected for rs in net.nodes["n1"].read_states] == [False]
+    net.heal()
+    net.tick(1, only=("n1",))  # n3's reply to the heartbeat carries its higher term
+    assert n1.role is Role.FOLLOWER and n1.leader_id == ""
+    if not own_lease:
+        n1.own_lease_until = 0
+    n3.campaign()
+    net.deliver_all()
+    if own_lease:
+        assert n3.role is not Role.LEADER  # n2 is in lease and so is n1
+        assert n1.voted_for != "n3" and n2.voted_for != "n3"
+    else:
+        assert n3.role is Role.LEADER and n2.voted_for != "n3"

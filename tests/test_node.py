@@ -197,3 +197,26 @@ def test_a_write_fenced_to_an_old_term_is_refused_and_never_proposed(follower) -
     assert node.raft.log.last_index() == last and len(node.pending_writes) == 1
     send({"cmd": "set", "key": "k", "value": 3, "fence": "7"})
     assert replies[-1]["error"] == "BAD_REQUEST" and "fence" in replies[-1]["message"]
+
+
+@pytest.mark.parametrize("ticks_first", [True, False])
+def test_ticks_owed_by_a_stalled_loop_run_before_the_messages_that_arrived(
+    follower, monkeypatch: pytest.MonkeyPatch, ticks_first: bool
+) -> None:
+    """A follower whose loop was blocked for 9 ticks then handles a heartbeat: the
+    heartbeat must restart its election timer *after* the owed ticks, or the lease
+    it just acknowledged (which fences the leader's payload) is cut short by the
+    stall (found by review). Control: draining first leaves the timer 9 ticks old."""
+    node, _ = follower
+    replicate_a_write(node)  # n1 leads term 1
+    heartbeat = Message(MsgType.HEARTBEAT, 1, "n1", "n2", commit=1)
+    monkeypatch.setattr(node, "_drain_peers", lambda: node.raft.step(heartbeat))
+    stalled_since = time.monotonic() - 9.5 * node.tick_s
+    events = {node.mesh.socket: 1}
+    if ticks_first:
+        node._loop_round(events, stalled_since)
+    else:  # the old order: drain, then the owed ticks
+        node._drain_peers()
+        node._loop_round({}, stalled_since)
+    elapsed = node.raft.election_elapsed
+    assert elapsed == 0 if ticks_first else elapsed >= 9

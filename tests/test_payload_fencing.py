@@ -156,3 +156,27 @@ def test_revoke_stops_everything_for_good() -> None:
     assert node.gate.revoke().kind is Kind.NONE and not run.fence.valid(0.1)
     node.lease.confirmed(1, issued_at=0.2)
     assert node.update(0.3).kind is Kind.NONE
+
+
+def test_a_lapse_seen_by_a_payload_is_final_even_for_a_driver_with_an_older_now() -> None:
+    """The payload thread saw the fence run out and returned; the driver, holding a
+    ``now`` taken a little earlier, must not revive it (found by review)."""
+    fence = Fence(term=1, stop_at=5.0)
+    assert not fence.valid(5.001)  # the payload thread's clock
+    fence.extend(9.0, now=4.99)  # the driver's older clock
+    assert fence.lapsed and not fence.valid(4.99) and fence.stop_at == 5.0
+
+
+def test_the_gate_starts_a_new_run_when_the_payload_saw_its_fence_lapse() -> None:
+    """Otherwise the node keeps leading, renewing a fence nobody runs under, and the
+    leader payload never comes back (found by review)."""
+    node = Leader(RoleGate(0.0, GRACE))
+    node.elect(1)
+    node.lease.confirmed(1, issued_at=0.0)
+    run = node.update(0.1)
+    assert run.kind is Kind.LEADER
+    run.fence.valid(run.fence.stop_at)  # the keeper or the payload saw the end first
+    node.lease.confirmed(1, issued_at=0.7)
+    assert node.update(0.75).kind is Kind.NONE
+    again = node.update(0.76)
+    assert again.kind is Kind.LEADER and again.gen > run.gen and again.fence.valid(0.76)

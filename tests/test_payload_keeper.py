@@ -149,3 +149,94 @@ def test_context_run_stops_the_process_when_the_payload_must_stop(tmp_path: Path
     t.join(10)
     assert result == [3] and log.read_text().split() == ["up", "term"]
     assert os.environ.get("ZRAFT_TERM") is None  # the node's own environment is untouched
+
+
+GRANDCHILD = "trap '' TERM; sleep 60 & echo $! > {pidfile}; wait"
+
+
+def alive(pid: int) -> bool:
+    return not gone(pid)
+
+
+def test_a_second_sigterm_during_the_grace_never_cuts_the_stop_short(tmp_path: Path) -> None:
+    """systemctl kill may send SIGTERM twice; the keeper must still SIGKILL the group
+    after the grace (found by review: the second one killed the keeper instead)."""
+    import signal
+
+    pidfile = tmp_path / "pid"
+    k = keeper("inf", "sh", "-c", GRANDCHILD.format(pidfile=pidfile), grace=0.5)
+    wait_for(pidfile, "\n")
+    pid = int(pidfile.read_text())
+    k.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    k.send_signal(signal.SIGTERM)
+    assert k.wait(10) in (128 + 9, 128 + 15)
+    end = time.monotonic() + 5
+    while alive(pid):
+        assert time.monotonic() < end, "a process that ignores SIGTERM outlived the keeper"
+        time.sleep(0.01)
+
+
+def test_if_the_keeper_is_killed_the_node_kills_what_is_left_of_the_group(
+    tmp_path: Path,
+) -> None:
+    """PDEATHSIG takes only the keeper's direct child (found by review)."""
+    import signal
+    import threading
+
+    pidfile = tmp_path / "pid"
+    info = NodeInfo("n1", "ens", "tcp://127.0.0.1:9", "-", 0.3)
+    ctx = PayloadContext(info, "leader", 1, "n1", fence=Fence(1, time.monotonic() + 60))
+    result: list[int] = []
+    script = GRANDCHILD.format(pidfile=pidfile)
+    t = threading.Thread(target=lambda: result.append(ctx.run(["sh", "-c", script])))
+    t.start()
+    wait_for(pidfile, "\n")
+    pid = int(pidfile.read_text())
+    me = os.getpid()
+    keepers = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit()
+        and b"zraft.payload.keeper" in _read(p / "cmdline")
+        and _read(p / "stat").rsplit(b")", 1)[1].split()[1] == str(me).encode()
+    ]
+    assert len(keepers) == 1
+    os.kill(keepers[0], signal.SIGKILL)
+    t.join(10)
+    assert result == [128 + 9]
+    end = time.monotonic() + 5
+    while alive(pid):
+        assert time.monotonic() < end, "the payload's group outlived its killed keeper"
+        time.sleep(0.01)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_fence_the_keeper_saw_run_out_is_lapsed_for_the_node_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal that reaches the keeper too late: the command is stopped, and the
+    node must learn that this run is over so it starts a new one (found by review:
+    the node kept renewing a fence nothing ran under, and never restarted it)."""
+    import threading
+
+    from zraft.payload import process
+
+    monkeypatch.setattr(process, "RENEW_S", 1.0)  # renewals far too slow
+    log = tmp_path / "log"
+    fence = Fence(1, time.monotonic() + 0.4)
+    info = NodeInfo("n1", "ens", "tcp://127.0.0.1:9", "-", 0.2)
+    ctx = PayloadContext(info, "leader", 1, "n1", fence=fence)
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(ctx.run(["sh", "-c", TRAP.format(log=log)])))
+    t.start()
+    wait_for(log, "up")
+    fence.extend(time.monotonic() + 60, time.monotonic())  # the driver renews in time...
+    t.join(10)  # ...but the keeper never heard of it and stopped the command
+    assert result == [3] and fence.lapsed and not ctx.valid()

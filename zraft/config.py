@@ -431,15 +431,16 @@ def lease_problem(r: RaftConfig, p: PayloadConfig) -> str | None:
     Checked here when ``[payload] leader`` is set, and by the node at start
     when a plugin has a leader payload.
     """
-    from zraft.payload.fencing import lease_seconds
+    from zraft.payload.fencing import KILL_MARGIN_S, lease_seconds
 
     lease_ms = 1000 * lease_seconds(r.election_timeout_ms, r.tick_ms, p.clock_drift_ppm)
-    if p.stop_grace_ms + 2 * r.heartbeat_interval_ms < lease_ms:
+    margin_ms = 1000 * KILL_MARGIN_S
+    if p.stop_grace_ms + margin_ms + 2 * r.heartbeat_interval_ms < lease_ms:
         return None
     return (
         f"{p.stop_grace_ms} ms leaves no room to renew the leader lease of {lease_ms:.0f} ms "
-        "(payload.stop_grace_ms + 2 x raft.heartbeat_interval_ms must be below it; "
-        "lower it or raise raft.election_timeout_ms)"
+        f"(payload.stop_grace_ms + {margin_ms:.0f} ms + 2 x raft.heartbeat_interval_ms must be "
+        "below it; lower it or raise raft.election_timeout_ms)"
     )
 
 

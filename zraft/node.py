@@ -199,26 +199,7 @@ class Node(ClientRequests):
                     break
                 timeout_ms = 0 if self.raft.has_ready() else (next_tick - time.monotonic()) * 1000
                 events = dict(self.poller.poll(max(0, int(timeout_ms)) if timeout_ms > 0 else 0))
-                if self.mesh.socket in events:
-                    self._drain_peers()
-                if self.client_sock in events:
-                    self._drain_clients()
-                now = time.monotonic()
-                if now >= next_tick:
-                    self.metrics.loop_lag.observe(now - next_tick)
-                    # Tick by real time, so a stalled loop catches up (bounded).
-                    due = min(
-                        int((now - next_tick) / self.tick_s) + 1, 4 * self.raft.cfg.election_ticks
-                    )
-                    for _ in range(due):
-                        self.raft.tick()
-                    next_tick = max(next_tick + due * self.tick_s, now - self.tick_s)
-                    self._on_tick(now)
-                self._flush_reads()
-                for _ in range(64):
-                    if not self.raft.has_ready():
-                        break
-                    self._handle_ready(self.raft.ready())
+                next_tick = self._loop_round(events, next_tick)
         except StorageError as exc:
             # ARCHITECTURE.md: never continue after a failed write or fsync.
             log.critical("storage failed, stopping so that recovery starts from disk: %s", exc)
@@ -227,6 +208,36 @@ class Node(ClientRequests):
             self._shutdown()
         if self.fatal is not None:
             raise self.fatal
+
+    def _loop_round(self, events: dict[Any, int], next_tick: float) -> float:
+        """Run one round after a poll: ticks owed, then what arrived, then Readys.
+
+        Returns when the next tick is due. The ticks owed for the time the loop
+        was blocked (a slow fsync, a pause, SIGSTOP) run *before* the messages
+        that arrived meanwhile: a heartbeat handled after them restarts the
+        election timer from real time, so this follower's leader lease (which
+        fences leader payloads) lasts its full election timeout. Ticking after
+        draining would age that fresh heartbeat by the whole stall.
+        """
+        now = time.monotonic()
+        if now >= next_tick:
+            self.metrics.loop_lag.observe(now - next_tick)
+            # Tick by real time, so a stalled loop catches up (bounded).
+            due = min(int((now - next_tick) / self.tick_s) + 1, 4 * self.raft.cfg.election_ticks)
+            for _ in range(due):
+                self.raft.tick()
+            next_tick = max(next_tick + due * self.tick_s, now - self.tick_s)
+            self._on_tick(now)
+        if self.mesh.socket in events:
+            self._drain_peers()
+        if self.client_sock in events:
+            self._drain_clients()
+        self._flush_reads()
+        for _ in range(64):
+            if not self.raft.has_ready():
+                break
+            self._handle_ready(self.raft.ready())
+        return next_tick
 
     def _ready_to_exit(self) -> bool:
         now = time.monotonic()

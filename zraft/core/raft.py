@@ -113,6 +113,7 @@ class Raft:
         self.now = 0  # ticks since start: a monotonic clock the core owns
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.own_lease_until = 0  # a deposed leader refuses votes until this tick
         self.randomized_timeout = config.election_ticks
         self.lead_transferee: NodeId = NO_NODE
         self.reads = ReadIndexQueue()
@@ -157,6 +158,7 @@ class Raft:
                     and (
                         self.leader_id != NO_NODE
                         or (self.cfg.boot_lease and self.now < self.cfg.election_ticks)
+                        or self.now < self.own_lease_until
                     )
                 )
                 if in_lease and not forced:
@@ -168,6 +170,11 @@ class Raft:
             elif m.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
                 self.become_follower(m.term, m.src)
             else:
+                if self.role is Role.LEADER and m.type not in _VOTE_REQUESTS:
+                    # Deposed by a higher term in a reply: this node counted itself in
+                    # its own lease quorum, so it keeps refusing votes until that
+                    # lease is over, as its followers do (zraft/payload/fencing.py).
+                    self.own_lease_until = self.now + self.cfg.election_ticks
                 self.become_follower(m.term, NO_NODE)
         elif m.term < self.term:
             if m.type in _LEADER_MESSAGES and (self.cfg.check_quorum or self.cfg.pre_vote):

@@ -75,7 +75,16 @@ class PayloadContext:
         """Return the ``time.monotonic()`` at which the payload must stop (inf: none)."""
         if self._stop.is_set():
             return -math.inf
-        return self._fence.stop_at if self._fence is not None else math.inf
+        if self._fence is None:
+            return math.inf
+        if not self._fence.valid(time.monotonic()):
+            return -math.inf
+        return self._fence.stop_at
+
+    def fence_lapsed(self) -> None:
+        """Record that the fence ran out (e.g. the keeper saw it first); it stays dead."""
+        if self._fence is not None:
+            self._fence.revoke()
 
     def valid(self) -> bool:
         """Tell whether the payload may still act now (check before each side effect)."""

@@ -23,7 +23,14 @@ import pluggy
 from zraft.core import NotLeader, Role
 from zraft.metrics import Metrics
 from zraft.payload.context import NodeInfo
-from zraft.payload.fencing import NEVER, Kind, LeaderLease, RoleGate, lease_seconds
+from zraft.payload.fencing import (
+    KILL_MARGIN_S,
+    NEVER,
+    Kind,
+    LeaderLease,
+    RoleGate,
+    lease_seconds,
+)
 from zraft.payload.runner import PayloadRunner
 
 if TYPE_CHECKING:
@@ -49,7 +56,7 @@ class Payloads:
         p, r = config.payload, config.raft
         self.metrics = metrics
         self.lease = LeaderLease(lease_seconds(r.election_timeout_ms, r.tick_ms, p.clock_drift_ppm))
-        self.gate = RoleGate(p.hysteresis_ms / 1000.0, p.stop_grace_ms / 1000.0)
+        self.gate = RoleGate(p.hysteresis_ms / 1000.0, p.stop_grace_ms / 1000.0 + KILL_MARGIN_S)
         info = NodeInfo(
             node_id,
             config.name,
@@ -95,6 +102,8 @@ class Payloads:
         """A role or term change: the lease starts over; a candidate's plugins are told."""
         if (role, term) == self._role:
             return
+        if role is not Role.LEADER and self.gate.desired.fence is not None:
+            self.gate.desired.fence.revoke()  # at once, not at the next tick
         self._role = (role, term)
         self.lease.restart(term if role is Role.LEADER else -1)
         self._probes.clear()
@@ -119,6 +128,7 @@ class Payloads:
         if leading and self.has_leader_payload and not self.stopping:
             self._probe(now, raft)
         if self.stopping:
+            self.runner.check(now)
             return
         if self.unfenced:
             self.lease.until = math.inf if leading else NEVER

@@ -13,17 +13,22 @@ argument for lease reads):
   voter refuses non-forced votes until one election timeout has passed
   since it last heard from its leader (``Raft.step``'s ``in_lease``). A voter
   that restarts refuses them for one election timeout from its start
-  (``boot_lease``).
-* Ticks never run ahead of real time by more than one tick (``node.py``), so
-  every such voter refuses votes until at least ``t + election_timeout -
-  tick`` by its own clock.
+  (``boot_lease``). The leader counts itself in that quorum: deposed by a
+  higher term in a reply, it refuses votes for one election timeout too
+  (``own_lease_until``).
+* Ticks never run ahead of real time by more than one tick, and the ticks a
+  stalled loop owes run before the messages that arrived meanwhile
+  (``Node._loop_round``), so every such voter refuses votes until at least
+  ``t + election_timeout - tick`` by its own clock.
 * Any new leader needs one of those voters. So no other node can be leader
   before ``t + (election_timeout - tick) * (1 - drift)`` by this leader's
   clock, where ``drift`` bounds how much faster this clock may run than a
   voter's (``payload.clock_drift_ppm``).
 
 Forced votes (leadership transfer) skip the voters' lease, so the driver
-stops every leader payload before it hands leadership over.
+stops every leader payload before it hands leadership over. The payload is
+sent SIGTERM ``stop_grace_ms + KILL_MARGIN_S`` before the lease ends and
+SIGKILL ``KILL_MARGIN_S`` before it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 NEVER = -math.inf
+# The keeper's SIGKILL lands this long before the lease ends, not at its last
+# instant: room for the keeper to wake up and the kernel to end the processes.
+KILL_MARGIN_S = 0.05
 
 
 def lease_seconds(election_timeout_ms: int, tick_ms: int, clock_drift_ppm: int) -> float:
@@ -68,27 +76,36 @@ class Fence:
     """One payload run's right to act: valid until ``stop_at``, never again once lapsed.
 
     The driver thread extends it; payload threads (and, through renewals,
-    the keeper process) read it. Once ``now >= stop_at`` has been reached the
-    fence is dead for good, even if the leader's lease is later renewed: the
-    payload must stop and a new run (with a new fence) may start later.
-    A plain float read or written under the GIL needs no lock.
+    the keeper process) read it. Once anyone has seen ``now >= stop_at`` the
+    fence is dead for good (``lapsed``), even if the leader's lease is
+    renewed later, possibly by a driver whose ``now`` is a little older: the
+    payload stops, and the gate starts a new run with a new fence. Plain
+    attribute reads and writes under the GIL need no lock; a race can only
+    end a fence early, never revive one.
     """
 
     def __init__(self, term: int, stop_at: float) -> None:
         self.term = term
         self.stop_at = stop_at
+        self.lapsed = False
 
     def valid(self, now: float) -> bool:
-        """Tell whether the payload may still act at ``now``."""
-        return now < self.stop_at
+        """Tell whether the payload may still act at ``now``; marks the fence lapsed if not."""
+        if self.lapsed:
+            return False
+        if now >= self.stop_at:
+            self.lapsed = True
+            return False
+        return True
 
     def extend(self, stop_at: float, now: float) -> None:
-        """Move ``stop_at`` later, unless the fence has already lapsed at ``now``."""
-        if now < self.stop_at and stop_at > self.stop_at:
+        """Move ``stop_at`` later, unless the fence has already lapsed."""
+        if self.valid(now) and stop_at > self.stop_at:
             self.stop_at = stop_at
 
     def revoke(self) -> None:
-        """End the fence now (step-down, stop, handing leadership over)."""
+        """End the fence now (step-down, stop, handing leadership over, a lapse seen)."""
+        self.lapsed = True
         self.stop_at = NEVER
 
 

@@ -15,7 +15,12 @@ The node renews the deadline by writing one line per renewal to stdin: an
 absolute ``CLOCK_MONOTONIC`` time in seconds (``inf`` for none). Because the
 keeper is a separate process, the fence holds even when the node is frozen
 (SIGSTOP) or killed (SIGKILL): that is its whole reason to exist. The
-command gets ``PR_SET_PDEATHSIG`` = SIGKILL, so it dies if the keeper does.
+command gets ``PR_SET_PDEATHSIG`` = SIGKILL, so it dies if the keeper does;
+what it started is killed by the node (``process.py``), which learns the
+process group from ``--report-fd``: ``pgid N`` once the command runs, then
+``stop REASON`` (``fence``, ``eof``, ``asked``, ``sigterm``) if the keeper
+stops it. The command's stdout and stderr are the keeper's (the node's
+log). A second SIGTERM never cuts the stop sequence short.
 
 Exit codes: the command's own code; 128 + n when signal n ended it; 125
 when the fence had already run out before the command could start; 127 when
@@ -38,12 +43,26 @@ NOT_STARTED_ERROR = 127
 _PR_SET_PDEATHSIG = 1
 
 
-class _Terminated(Exception):
-    """SIGTERM reached the keeper (e.g. systemd stopping the unit): stop the command."""
+_terminated = False  # SIGTERM reached the keeper (e.g. systemd stopping the unit)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated
+    # Only a flag: the wakeup fd (main) makes the select return, and nothing is
+    # interrupted, so a second SIGTERM can never cut the stop sequence short.
+    global _terminated
+    _terminated = True
+
+
+_report_fd = -1  # --report-fd: where the node reads "pgid N" and "stop REASON"
+
+
+def _tell(line: str) -> None:
+    if _report_fd < 0:
+        return
+    try:
+        os.write(_report_fd, line.encode() + b"\n")
+    except OSError:
+        pass  # the node is gone; the stop goes on
 
 
 def _die_with_keeper() -> None:
@@ -71,23 +90,23 @@ def _say(msg: str) -> None:
     print(f"zraft keeper[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
 
 
-def _read_commands(buf: bytearray, deadline: float) -> tuple[float, str | None]:
+def _read_commands(buf: bytearray, deadline: float) -> tuple[float, tuple[str, str] | None]:
     """Read what the node wrote; return the new deadline and a stop reason, if any."""
     try:
         data = os.read(0, 4096)
     except BlockingIOError:
         return deadline, None
     except OSError:
-        return deadline, "the node's pipe failed"
+        return deadline, ("eof", "the node's pipe failed")
     if not data:
-        return deadline, "the node is gone (EOF)"
+        return deadline, ("eof", "the node is gone (EOF)")
     buf.extend(data)
     while b"\n" in buf:
         line, _, rest = bytes(buf).partition(b"\n")
         buf[:] = rest
         text = line.decode("ascii", "replace").strip()
         if text == "stop":
-            return deadline, "asked to stop"
+            return deadline, ("asked", "asked to stop")
         try:
             value = float(text)
         except ValueError:
@@ -98,8 +117,11 @@ def _read_commands(buf: bytearray, deadline: float) -> tuple[float, str | None]:
     return deadline, None
 
 
-def keep(cmd: list[str], deadline: float, grace: float) -> int:
-    """Run ``cmd`` under the fence described in the module docstring; return the exit code."""
+def keep(cmd: list[str], deadline: float, grace: float, wakeup: int = -1) -> int:
+    """Run ``cmd`` under the fence described in the module docstring; return the exit code.
+
+    ``wakeup`` is the read end of the signal wakeup pipe (-1: none).
+    """
     if time.monotonic() >= deadline:
         _say(f"fence already ran out; not starting {cmd[0]!r}")
         return NOT_STARTED_FENCED
@@ -111,34 +133,44 @@ def keep(cmd: list[str], deadline: float, grace: float) -> int:
         _say(f"cannot start {cmd[0]!r}: {exc}")
         return NOT_STARTED_ERROR
     pgid = child.pid  # start_new_session: the child leads its own group
+    _tell(f"pgid {pgid}")
     pidfd = os.pidfd_open(child.pid)
     os.set_blocking(0, False)
     buf = bytearray()
-    reason = None
-    watch = [pidfd, 0]
-    try:
-        while reason is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                reason = "the fence ran out"
-                break
+    watch = [pidfd, 0] + ([wakeup] if wakeup >= 0 else [])
+    reason: tuple[str, str] | None = None
+    while reason is None:
+        left = deadline - time.monotonic()
+        if _terminated:
+            reason = ("sigterm", "got SIGTERM")
+        elif left <= 0:
+            reason = ("fence", "the fence ran out")
+        else:
             ready, _, _ = select.select(watch, [], [], None if math.isinf(left) else left)
             if pidfd in ready:
                 # Exited by itself. Its zombie still holds the group id, so killing the
                 # group now cannot hit a reused id: nothing it started outlives it.
                 _killpg(pgid, signal.SIGKILL)
                 return _code(child.wait())
+            if wakeup in ready:
+                _drain(wakeup)
             if 0 in ready:
                 deadline, reason = _read_commands(buf, deadline)
-    except _Terminated:
-        reason = "got SIGTERM"
-    _say(f"{reason}: SIGTERM to process group {pgid}")
+    _tell(f"stop {reason[0]}")
+    _say(f"{reason[1]}: SIGTERM to process group {pgid}")
     _killpg(pgid, signal.SIGTERM)
-    ready, _, _ = select.select([pidfd], [], [], grace)
-    if not ready:
+    if not select.select([pidfd], [], [], grace)[0]:
         _say(f"still running after {grace:g}s: SIGKILL to process group {pgid}")
-    _killpg(pgid, signal.SIGKILL)
+    _killpg(pgid, signal.SIGKILL)  # before reaping: the zombie keeps the group id ours
     return _code(child.wait())
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zraft.payload.keeper")
     p.add_argument("--grace", type=float, required=True, help="SIGTERM to SIGKILL, seconds")
     p.add_argument("--deadline", type=float, required=True, help="CLOCK_MONOTONIC seconds")
+    p.add_argument("--report-fd", type=int, default=-1, help="write pgid/stop lines here")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
+    global _report_fd
+    _report_fd = args.report_fd
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         p.error("no command given after --")
@@ -155,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C in a terminal reaches the node's whole process group: the node
     # then stops its payloads itself. SIGTERM stops the command as "stop" does.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    rfd, wfd = os.pipe()
+    for fd in (rfd, wfd):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    return keep(cmd, args.deadline, args.grace)
+    return keep(cmd, args.deadline, args.grace, rfd)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,12 +28,45 @@ def _send(keeper: subprocess.Popen[bytes], line: str) -> None:
         pass  # the keeper already exited; its exit code tells why
 
 
+class _Reports:
+    """The keeper's report lines: ``pgid N`` and ``stop REASON``."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.pgid = 0
+        self.stop_reason = ""
+
+    def read(self) -> None:
+        """Read whatever the keeper reported so far (non-blocking)."""
+        while True:
+            try:
+                data = os.read(self.fd, 4096)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        for line in lines:
+            key, _, value = line.decode("ascii", "replace").partition(" ")
+            if key == "pgid" and value.isdigit():
+                self.pgid = int(value)
+            elif key == "stop":
+                self.stop_reason = value
+
+
 def run_fenced(
     ctx: PayloadContext, argv: list[str], env: Mapping[str, str] | None, cwd: str | None
 ) -> int:
     """Run ``argv`` under a keeper for as long as ``ctx`` is valid; return its exit code.
 
     Called on a payload thread, never on the driver. See ``PayloadContext.run``.
+    When the keeper stopped the command because the fence ran out by its
+    clock, the context's fence is marked lapsed too, so the node starts a new
+    run (with a new fence) rather than believing this one still runs. When
+    the keeper itself was killed, what is left of the command's process group
+    is killed here.
     """
     if not argv:
         raise ValueError("no command given")
@@ -43,13 +77,20 @@ def run_fenced(
     full_env = dict(os.environ)
     full_env.update(ctx.environ())
     full_env.update(env or {})
-    keeper = subprocess.Popen(
-        [sys.executable, "-m", "zraft.payload.keeper", "--grace", repr(grace)]
-        + ["--deadline", repr(deadline), "--", *argv],
-        stdin=subprocess.PIPE,
-        env=full_env,
-        cwd=cwd,
-    )
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    try:
+        keeper = subprocess.Popen(
+            [sys.executable, "-m", "zraft.payload.keeper", "--grace", repr(grace)]
+            + ["--deadline", repr(deadline), "--report-fd", str(wfd), "--", *argv],
+            stdin=subprocess.PIPE,
+            env=full_env,
+            cwd=cwd,
+            pass_fds=(wfd,),
+        )
+    finally:
+        os.close(wfd)
+    reports = _Reports(rfd)
     sent = deadline
     try:
         while keeper.poll() is None:
@@ -62,12 +103,24 @@ def run_fenced(
                 _send(keeper, "inf" if math.isinf(deadline) else repr(deadline))
                 sent = deadline
         try:
-            return keeper.wait(timeout=grace + 5.0)
+            code = keeper.wait(timeout=grace + 5.0)
         except subprocess.TimeoutExpired:
-            # The keeper itself is stuck: killing it kills the command (PDEATHSIG).
-            keeper.kill()
-            return 128 + 9 if keeper.wait() < 0 else keeper.returncode
+            keeper.kill()  # the keeper itself is stuck
+            code = keeper.wait()
+        reports.read()
+        if reports.stop_reason == "fence":
+            ctx.fence_lapsed()  # its clock saw the fence run out: this run is over
+        if code < 0 and reports.pgid:
+            # The keeper was killed (OOM killer, kill -9): PDEATHSIG took the command,
+            # but what the command started must not outlive the fence either.
+            try:
+                os.killpg(reports.pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            return 128 - code
+        return code
     finally:
+        os.close(rfd)
         if keeper.stdin is not None:
             try:
                 keeper.stdin.close()

@@ -240,3 +240,29 @@ def test_a_fence_the_keeper_saw_run_out_is_lapsed_for_the_node_too(
     fence.extend(time.monotonic() + 60, time.monotonic())  # the driver renews in time...
     t.join(10)  # ...but the keeper never heard of it and stopped the command
     assert result == [3] and fence.lapsed and not ctx.valid()
+
+
+def test_when_the_node_dies_the_keeper_outlives_its_report_pipe_and_stops_the_command(
+    tmp_path: Path,
+) -> None:
+    """The node's death closes both the keeper's stdin and its report pipe; writing the
+    report must not kill the keeper (SIGPIPE) before it sent the command SIGTERM
+    (found by the fencing run: the probe died by SIGKILL without logging its stop)."""
+    log = tmp_path / "log"
+    rfd, wfd = os.pipe()
+    k = subprocess.Popen(
+        [sys.executable, "-m", "zraft.payload.keeper", "--grace", "2", "--deadline", "inf"]
+        + ["--report-fd", str(wfd), "--", "sh", "-c", TRAP.format(log=log)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        pass_fds=(wfd,),
+    )
+    os.close(wfd)
+    wait_for(log, "up")
+    assert os.read(rfd, 100).startswith(b"pgid ")
+    os.close(rfd)  # the node is gone: both pipes close
+    assert k.stdin is not None
+    k.stdin.close()
+    assert k.wait(10) == 3  # the command's own exit from its SIGTERM trap
+    assert log.read_text().split() == ["up", "term"]

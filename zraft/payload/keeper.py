@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         p.error("no command given after --")
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # SIGPIPE stays ignored (Python's default): when the node dies, writing the
+    # report fails with EPIPE, which _tell ignores, instead of killing the keeper
+    # before it has stopped the command.
     # Ctrl-C in a terminal reaches the node's whole process group: the node
     # then stops its payloads itself. SIGTERM stops the command as "stop" does.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

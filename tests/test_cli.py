@@ -84,6 +84,7 @@ def test_status_table_and_json_agree_on_one_leader(cluster: Cluster) -> None:
         "APPLIED",
         "LAG",
         "LEADER",
+        "CONTACT",
         "PAYLOADS",
         "ENDPOINT",
     ]
@@ -99,6 +100,14 @@ def test_status_table_and_json_agree_on_one_leader(cluster: Cluster) -> None:
     assert hashed[0].split()[-1] == "STATE"
     states = {line.split()[-1] for line in hashed[1:]}
     assert len(states) == 1 and len(states.pop()) == 12  # an idle ensemble: equal states
+    watched = zraft(
+        "status", "-c", str(cluster.config), "--watch", "--count", "2", "--interval", "0.2",
+        check=True,
+    ).stdout  # fmt: skip
+    frames = [f for f in watched.split("\n\n") if f.strip()]
+    assert len(frames) == 2 and all("3/3 nodes answering" in f for f in frames)
+    contact = [line.split()[7] for line in frames[-1].splitlines()[2:]]
+    assert all(c.endswith("s") and float(c[:-1]) < 2.0 for c in contact), contact
 
 
 def test_status_marks_a_dead_node_unreachable(tmp_path: Path) -> None:

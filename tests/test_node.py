@@ -220,3 +220,15 @@ def test_ticks_owed_by_a_stalled_loop_run_before_the_messages_that_arrived(
         node._loop_round({}, stalled_since)
     elapsed = node.raft.election_elapsed
     assert elapsed == 0 if ticks_first else elapsed >= 9
+
+
+def test_health_fails_when_the_loop_stops_turning_and_ready_needs_a_leader(follower) -> None:
+    node, _ = follower
+    node.running = True
+    node.loop_turned_at = time.monotonic()
+    assert node.health()[0] and not node.ready()[0]  # healthy, but no leader known yet
+    replicate_a_write(node)
+    assert node.ready() == (True, node.ready()[1]) and node.ready()[1]["leader"] == "n1"
+    node.loop_turned_at = time.monotonic() - 60  # stuck in a 60 s fsync, say
+    ok, facts = node.health()
+    assert not ok and facts["loop_age_s"] >= 60 and not node.ready()[0]

@@ -116,6 +116,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from zraft.status import collect, render_table
 
     endpoints = _endpoints(args)
+    if args.watch:
+        from zraft.status import watch
+
+        return watch(endpoints, args.interval, args.count, args.timeout, args.hash)
     rows = collect(endpoints, timeout=args.timeout, state_hash=args.hash)
     if args.output == "json":
         print(json.dumps(rows, indent=2))
@@ -257,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--hash", action="store_true", help="add a hash of each node's replicated state (STATE)"
     )
+    p.add_argument("--watch", action="store_true", help="redraw the table until Ctrl-C")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
+    p.add_argument("--count", type=int, default=0, help="stop after this many redraws")
     p.set_defaults(func=cmd_status, timeout=1.0)
 
     for name, help_text, params in KV_COMMANDS:

@@ -40,10 +40,17 @@ class _JournalFormatter(logging.Formatter):
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers: ts, level, node, logger, msg (, exc)."""
+
+    def __init__(self, node_id: str = "") -> None:
+        super().__init__()
+        self.node_id = node_id
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": round(record.created, 6),
             "level": record.levelname.lower(),
+            "node": self.node_id,
             "logger": record.name,
             "msg": record.getMessage(),
         }
@@ -56,7 +63,7 @@ def setup_logging(level: str = "info", fmt: str = "auto", node_id: str = "") -> 
     """Configure the root logger: journald prefixes, human text, or JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(_JsonFormatter(node_id))
     elif fmt == "journal" or (fmt == "auto" and os.environ.get("JOURNAL_STREAM")):
         handler.setFormatter(_JournalFormatter("%(message)s"))
     else:
@@ -69,6 +76,17 @@ def setup_logging(level: str = "info", fmt: str = "auto", node_id: str = "") -> 
     root.setLevel(level.upper())
 
 
+def watchdog_interval(environ: dict[str, str] | os._Environ[str]) -> float:
+    """Return how often to send WATCHDOG=1 (half of $WATCHDOG_USEC), or 0 when not asked.
+
+    $WATCHDOG_PID, when set, must be this process (systemd sets it for the main process).
+    """
+    usec, pid = environ.get("WATCHDOG_USEC", ""), environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return 0.0
+    return int(usec) / 2e6
+
+
 def sd_notify(state: str) -> bool:
     """Send ``state`` (e.g. "READY=1") to systemd's $NOTIFY_SOCKET; False when not under systemd."""
     path = os.environ.get("NOTIFY_SOCKET")
@@ -79,7 +97,9 @@ def sd_notify(state: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
             s.connect(path)
-            s.sendall(state.encode())
+            # Never block the event loop: a receiver that is not reading loses a
+            # datagram (the next WATCHDOG=1 follows), not the node's heartbeats.
+            s.send(state.encode(), socket.MSG_DONTWAIT)
         return True
     except OSError as exc:
         log.debug("sd_notify(%s) failed: %s", state, exc)
@@ -126,19 +146,25 @@ def run_node(config_path: str | None, node_id: str) -> int:
         log.critical("cannot start node %s: %s", node_id, exc)
         return EX_FATAL
     if node.me.metrics:
-        from prometheus_client import start_http_server
+        from zraft.httpd import serve
 
         host, _, port = node.me.metrics.rpartition(":")
         try:
-            start_http_server(int(port), addr=host.strip("[]"), registry=node.metrics.registry)
+            serve(host.strip("[]"), int(port), node.metrics.registry, node.health, node.ready)
         except OSError as exc:
             log.error("metrics endpoint %s unavailable: %s", node.me.metrics, exc)
+    from zraft.plugins import plugin_list
+
     log.info(
-        "config %s, node %s, plugins: %s",
+        "config %s, node %s: raft %s, client %s, metrics %s, data %s",
         config.path,
         node_id,
-        ", ".join(sorted(n for n, _ in node.pm.list_name_plugin())),
+        node.me.raft,
+        node.me.client,
+        node.me.metrics or "off",
+        node.me.data_dir,
     )
+    log.info("plugins: %s", ", ".join(f"{n} {v} ({src})" for n, v, src in plugin_list(node.pm)))
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
@@ -148,7 +174,9 @@ def run_node(config_path: str | None, node_id: str) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    sd_notify("READY=1")
+    # READY=1, STATUS= and WATCHDOG=1 come from the event loop itself (node.py).
+    node.notify = sd_notify
+    node.watchdog_s = watchdog_interval(os.environ)
     try:
         node.run()
     except StorageError:

@@ -84,6 +84,13 @@ class Metrics:
             ["peer"],
             registry=r,
         )
+        self.peer_rtt = Histogram(
+            "zraft_network_peer_round_trip_time_seconds",
+            "Time from sending a heartbeat to a peer to receiving its answer.",
+            ["peer"],
+            buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512),
+            registry=r,
+        )
         self.decode_errors = Counter(
             "zraft_network_decode_errors",
             "Peer frames dropped because they failed validation.",

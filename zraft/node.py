@@ -8,10 +8,10 @@ durable by the same fsync (ARCHITECTURE.md "The one door").
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ import pluggy
 import zmq
 from prometheus_client import CollectorRegistry
 
-from zraft import __version__
 from zraft.api import entries as payloads
 from zraft.api import protocol as proto
 from zraft.api.routes import PendingRequest, PendingWrite, Route
@@ -30,6 +29,7 @@ from zraft.core import (
     CoreConfig,
     Entry,
     EntryKind,
+    MsgType,
     NotLeader,
     ProposalDropped,
     Raft,
@@ -39,6 +39,7 @@ from zraft.core import (
     SoftState,
 )
 from zraft.metrics import Metrics
+from zraft.nodestatus import NodeStatus
 from zraft.payload.driver import Payloads
 from zraft.plugins import CommandTable, PluginError, configure_plugins, make_plugin_manager
 from zraft.statemachine import AppliedEntry, ApplyContext, CommandError
@@ -55,7 +56,7 @@ UNKNOWN_PEER_LOG_INTERVAL_S = 10.0
 CLOCK_MIN_INTERVAL_S = 0.05  # at most 20 clock entries per second for TTL expiry
 
 
-class Node(ClientRequests):
+class Node(ClientRequests, NodeStatus):
     """One zraft node: storage, core, peer mesh, client endpoint and state machine.
 
     ``run()`` blocks on the calling thread until ``stop()`` (from any thread)
@@ -144,6 +145,7 @@ class Node(ClientRequests):
         peers = config.peers_of(node_id)
         self._sent_counters = {p: self.metrics.messages_sent.labels(p) for p in peers}
         self._recv_counters = {p: self.metrics.messages_received.labels(p) for p in peers}
+        self._peer_rtt = {p: self.metrics.peer_rtt.labels(p) for p in peers}
         self._request_counters: dict[tuple[str, str], Any] = {}
         self._duration = {
             k: self.metrics.client_request_duration.labels(k) for k in ("local", "relayed")
@@ -168,6 +170,15 @@ class Node(ClientRequests):
         self._handed_over = False
         self.running = False
         self.fatal: BaseException | None = None
+        # systemd: the daemon sets these (sd_notify, half of $WATCHDOG_USEC); the loop
+        # sends READY=1 once it turns, STATUS= on changes, WATCHDOG=1 while it turns.
+        self.notify: Callable[[str], Any] = lambda state: None
+        self.watchdog_s = 0.0
+        self._last_watchdog = 0.0
+        self._last_status_line = ""
+        self.loop_turned_at = 0.0  # monotonic time of the last loop round (/health)
+        self.last_heard: dict[str, float] = {}  # peer -> monotonic time of its last message
+        self._heartbeat_sent: dict[str, float] = {}  # peer -> when the last heartbeat left
         self._observe(SoftState("", Role.FOLLOWER, self.raft.term), first=True)
 
     # ------------------------------------------------------------------
@@ -193,6 +204,8 @@ class Node(ClientRequests):
         )
         next_tick = time.monotonic() + self.tick_s
         self.payloads.start()
+        self.loop_turned_at = time.monotonic()
+        self.notify("READY=1\nSTATUS=" + self._status_line())
         try:
             while True:
                 if self._stop_requested and self._ready_to_exit():
@@ -219,7 +232,7 @@ class Node(ClientRequests):
         fences leader payloads) lasts its full election timeout. Ticking after
         draining would age that fresh heartbeat by the whole stall.
         """
-        now = time.monotonic()
+        now = self.loop_turned_at = time.monotonic()
         if now >= next_tick:
             self.metrics.loop_lag.observe(now - next_tick)
             # Tick by real time, so a stalled loop catches up (bounded).
@@ -259,10 +272,11 @@ class Node(ClientRequests):
                 )
             self._handed_over = True
             target = self._transfer_target()
-            if target:
-                log.info("stopping: handing leadership to %s", target)
-                self.raft.transfer_leader(target)
-                return False
+            if not target:
+                return True  # a follower, or the only voter: nobody to hand over to
+            log.info("stopping: handing leadership to %s", target)
+            self.raft.transfer_leader(target)
+            return False
         return self.raft.role is not Role.LEADER or now >= self._stop_deadline
 
     def _transfer_target(self) -> str | None:
@@ -334,6 +348,8 @@ class Node(ClientRequests):
         for msg in messages:
             if self.mesh.send(msg.dst, encode(msg)):
                 sent[msg.dst].inc()
+                if msg.type is MsgType.HEARTBEAT:
+                    self._heartbeat_sent[msg.dst] = time.monotonic()
 
     def _apply(self, entries: tuple[Entry, ...]) -> None:
         for e in entries:
@@ -428,6 +444,8 @@ class Node(ClientRequests):
                 self._retry_waiting()
             else:
                 log.info("term %d: no leader (%s)", soft.term, soft.role.value)
+            self._last_status_line = self._status_line()
+            self.notify("STATUS=" + self._last_status_line)
 
     # ------------------------------------------------------------------
     # peers
@@ -472,6 +490,11 @@ class Node(ClientRequests):
                 )
             else:
                 self._recv_counters[peer].inc()
+                now = self.last_heard[peer] = time.monotonic()
+                if obj.type is MsgType.HEARTBEAT_RESP:
+                    sent = self._heartbeat_sent.pop(peer, None)
+                    if sent is not None:
+                        self._peer_rtt[peer].observe(now - sent)
                 self.raft.step(obj)
 
     def _on_tick(self, now: float) -> None:
@@ -491,38 +514,13 @@ class Node(ClientRequests):
             self._retry_waiting()
         self.payloads.on_tick(now, self.raft)
         self._expire(now)
-
-    # ------------------------------------------------------------------
-
-    def status(self, state_hash: bool = False) -> dict[str, Any]:
-        """Return this node's status: Raft state plus ensemble and process facts.
-
-        With ``state_hash``, also ``state_hash``: a SHA-256 of the replicated state
-        (every state machine's snapshot and the session table) at ``applied``, so
-        that nodes at the same applied index can be compared.
-        """
-        st = self.raft.status()
-        if state_hash:
-            h = hashlib.sha256()
-            # Each state-machine plugin's snapshot, keyed by its name.
-            impls = self.pm.hook.zraft_snapshot.get_hookimpls()
-            for impl in sorted(impls, key=lambda i: i.plugin_name):
-                blob = impl.function()
-                name = impl.plugin_name.encode()
-                h.update(len(name).to_bytes(8, "big") + name + len(blob).to_bytes(8, "big") + blob)
-            h.update(self.sessions.dump())
-            st["state_hash"] = h.hexdigest()
-            st["applied"] = self.applied_index
-        st.update(
-            ensemble=self.config.name,
-            version=__version__,
-            client=self.me.client,
-            uptime_s=round(time.time() - self.started, 3),
-            pending_writes=len(self.pending_writes),
-            payloads=self.payloads.status(time.monotonic()),
-            sessions=len(self.sessions),
-            leader_client=self.config.node(self.raft.leader_id).client
-            if self.raft.leader_id
-            else None,
-        )
-        return st
+        if self.watchdog_s and now - self._last_watchdog >= self.watchdog_s:
+            # From the event loop itself: a loop that stops turning stops these,
+            # and systemd restarts the node (WatchdogSec).
+            self._last_watchdog = now
+            line = self._status_line()
+            if line != self._last_status_line:
+                self._last_status_line = line
+                self.notify(f"WATCHDOG=1\nSTATUS={line}")
+            else:
+                self.notify("WATCHDOG=1")

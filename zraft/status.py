@@ -8,7 +8,18 @@ from typing import Any
 
 import zmq
 
-COLUMNS = ("NODE", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "LEADER", "PAYLOADS", "ENDPOINT")
+COLUMNS = (
+    "NODE",
+    "ROLE",
+    "TERM",
+    "COMMIT",
+    "APPLIED",
+    "LAG",
+    "LEADER",
+    "CONTACT",
+    "PAYLOADS",
+    "ENDPOINT",
+)
 
 
 def collect(
@@ -51,6 +62,18 @@ def collect(
     return [rows[ep] for ep in endpoints]
 
 
+def _contact(st: dict[str, Any]) -> str:
+    """How long ago a node heard from the leader; for the leader, from its slowest peer."""
+    ages = st.get("last_contact_s") or {}
+    if st.get("role") == "leader":
+        age = max(ages.values(), default=0.0)
+    elif st.get("leader") in ages:
+        age = ages[st["leader"]]
+    else:
+        return "-"
+    return "never" if age < 0 else f"{age:.2f}s"
+
+
 def _payloads(st: dict[str, Any]) -> str:
     """Name the payloads running on a node: ``leader:urlcheck,follower:x`` or ``-``."""
     running = st.get("payloads") or {}
@@ -87,6 +110,7 @@ def render_table(rows: list[dict[str, Any]]) -> str:
                 str(st["applied"]),
                 lag,
                 st.get("leader") or "-",
+                _contact(st),
                 _payloads(st),
                 r["endpoint"],
             )
@@ -96,3 +120,38 @@ def render_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )
+
+
+def watch(
+    endpoints: list[str],
+    interval: float = 1.0,
+    count: int = 0,
+    timeout: float = 1.0,
+    state_hash: bool = False,
+    out: Any = None,
+) -> int:
+    """Redraw the table every ``interval`` seconds until Ctrl-C (or ``count`` frames).
+
+    The live equivalent of the old monitor page: on a terminal the screen is
+    cleared before each frame; piped, frames follow each other. Returns 0.
+    """
+    import sys
+
+    out = out or sys.stdout
+    clear = "\x1b[H\x1b[2J" if out.isatty() else ""
+    frames = 0
+    try:
+        while True:
+            started = time.monotonic()
+            rows = collect(endpoints, timeout=timeout, state_hash=state_hash)
+            up = sum(1 for r in rows if r["status"])
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            out.write(f"{clear}{stamp}  {up}/{len(rows)} nodes answering  (Ctrl-C to stop)\n")
+            out.write(render_table(rows) + "\n\n")
+            out.flush()
+            frames += 1
+            if count and frames >= count:
+                return 0
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return 0

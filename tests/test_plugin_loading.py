@@ -186,3 +186,23 @@ def test_zraft_plugins_lists_versions_hooks_and_commands(
     toml.write_text(BASE + "[plugins.settings.nope]\na = 1\n")
     assert cli_main(["plugins", "-c", str(toml)]) == 78
     assert "[plugins.settings.nope] names no loaded plugin" in capsys.readouterr().err
+
+
+def test_check_config_with_a_node_loads_its_plugins_as_run_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd's ExecStartPre runs `check-config FILE --node %i`: it must refuse what
+    `zraft run` would, and under journald mark its errors with priority <3>."""
+    plugin = tmp_path / "checker.py"
+    plugin.write_text(CONFIGURABLE)
+    toml = tmp_path / "e.toml"
+    toml.write_text(BASE + f'[plugins]\nfiles = ["{plugin}"]\n')
+    assert cli_main(["check-config", str(toml), "--node", "n1"]) == 0
+    out = capsys.readouterr().out
+    assert "node n1: plugins load" in out and "payload: leader none" in out
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1")
+    assert cli_main(["check-config", str(toml), "--node", "n9"]) == 78
+    assert capsys.readouterr().err.startswith("<3>no node 'n9'")
+    toml.write_text(toml.read_text() + '[plugins.settings.checker]\ninterval_s = "x"\n')
+    assert cli_main(["check-config", str(toml), "--node", "n1"]) == 78
+    assert "<3>plugin error: plugin 'checker'" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -50,17 +51,40 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_ensemble(args.config, log_level=args.log_level)
 
 
+def _problem(text: str, priority: int = 3) -> None:
+    """Print to stderr; under journald each line gets a syslog priority (3 error, 4 warning)."""
+    prefix = f"<{priority}>" if os.environ.get("JOURNAL_STREAM") else ""
+    for line in str(text).splitlines():
+        print(prefix + line, file=sys.stderr)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from zraft.config import ConfigError, describe
 
     try:
         config = _load(args.file)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        _problem(str(exc))
         return EX_CONFIG
     print(describe(config))
     for w in config.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        _problem(f"warning: {w}", 4)
+    if args.node:
+        # What `zraft run --node` would refuse too: an unknown id, a plugin that
+        # does not load or rejects its settings (systemd's ExecStartPre passes %i).
+        from zraft.plugins import PluginError, configure_plugins, make_plugin_manager
+
+        try:
+            config.node(args.node)
+            pm = make_plugin_manager(config.plugins, payload=config.payload)
+            configure_plugins(pm, config.plugins.settings, args.node)
+        except KeyError as exc:
+            _problem(exc.args[0])
+            return EX_CONFIG
+        except PluginError as exc:
+            _problem(f"plugin error: {exc}")
+            return EX_CONFIG
+        print(f"node {args.node}: plugins load and accept their settings")
     print("configuration OK")
     return 0
 
@@ -247,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate an ensemble file and summarize it")
     p.add_argument("file", nargs="?", help="ensemble TOML file (default: the embedded one)")
+    p.add_argument("-n", "--node", help="also check this node id and load its plugins")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("plugins", help="list the plugins a node would load, with versions")

@@ -273,7 +273,11 @@ def describe(config: EnsembleConfig) -> str:
         f"client: timeout {cl.request_timeout_ms} ms, max request {cl.max_request_bytes} "
         f"bytes, max pending {cl.max_pending}",
         f"plugins: modules [{', '.join(p.modules)}], files [{', '.join(map(str, p.files))}], "
-        f"disabled [{', '.join(p.disable)}]",
+        f"disabled [{', '.join(p.disable)}], settings for [{', '.join(sorted(p.settings))}]",
+        f"payload: leader {list(config.payload.leader) or 'none'}, follower "
+        f"{list(config.payload.follower) or 'none'}; timeout {config.payload.timeout_ms} ms, "
+        f"stop grace {config.payload.stop_grace_ms} ms, hysteresis "
+        f"{config.payload.hysteresis_ms} ms, clock drift {config.payload.clock_drift_ppm} ppm",
     ]
     return "\n".join(lines + [f"warning: {w}" for w in config.warnings])
 

@@ -232,3 +232,18 @@ def test_health_fails_when_the_loop_stops_turning_and_ready_needs_a_leader(follo
     node.loop_turned_at = time.monotonic() - 60  # stuck in a 60 s fsync, say
     ok, facts = node.health()
     assert not ok and facts["loop_age_s"] >= 60 and not node.ready()[0]
+
+
+def test_the_leader_reports_how_far_each_follower_lags(follower) -> None:
+    node, _ = follower
+    sample = node.metrics.registry.get_sample_value
+    node._observe_followers()
+    assert sample("zraft_server_follower_lag_entries", {"peer": "n1"}) == 0  # not leader
+    become_leader(node)
+    node._observe_followers()
+    last = node.raft.log.last_index()
+    assert last >= 1 and sample("zraft_server_follower_lag_entries", {"peer": "n3"}) == last
+    node.raft.step(Message(MsgType.APPEND_RESP, node.raft.term, "n3", "n2", index=last))
+    handle_all(node)
+    node._observe_followers()
+    assert sample("zraft_server_follower_lag_entries", {"peer": "n3"}) == 0

@@ -51,6 +51,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in ("lost", "timeout"):  # start at 0, so increase() sees the first one
+            self.proposals_failed.labels(reason)
+        self.follower_lag = Gauge(
+            "zraft_server_follower_lag_entries",
+            "Leader: entries a follower still lacks (last index - its match index); 0 elsewhere.",
+            ["peer"],
+            registry=r,
+        )
         self.proposals_pending = Gauge(
             "zraft_server_proposals_pending", "Client writes waiting for commit.", registry=r
         )

@@ -146,6 +146,7 @@ class Node(ClientRequests, NodeStatus):
         self._sent_counters = {p: self.metrics.messages_sent.labels(p) for p in peers}
         self._recv_counters = {p: self.metrics.messages_received.labels(p) for p in peers}
         self._peer_rtt = {p: self.metrics.peer_rtt.labels(p) for p in peers}
+        self._follower_lag = {p: self.metrics.follower_lag.labels(p) for p in peers}
         self._request_counters: dict[tuple[str, str], Any] = {}
         self._duration = {
             k: self.metrics.client_request_duration.labels(k) for k in ("local", "relayed")
@@ -514,6 +515,7 @@ class Node(ClientRequests, NodeStatus):
             self._retry_waiting()
         self.payloads.on_tick(now, self.raft)
         self._expire(now)
+        self._observe_followers()
         if self.watchdog_s and now - self._last_watchdog >= self.watchdog_s:
             # From the event loop itself: a loop that stops turning stops these,
             # and systemd restarts the node (WatchdogSec).
@@ -524,3 +526,11 @@ class Node(ClientRequests, NodeStatus):
                 self.notify(f"WATCHDOG=1\nSTATUS={line}")
             else:
                 self.notify("WATCHDOG=1")
+
+    def _observe_followers(self) -> None:
+        """Leader: how many entries each follower lacks (0 on every other node)."""
+        r = self.raft
+        last = r.log.last_index()
+        for peer, gauge in self._follower_lag.items():
+            progress = r.progress.get(peer) if r.role is Role.LEADER else None
+            gauge.set(max(0, last - progress.match_index) if progress is not None else 0)

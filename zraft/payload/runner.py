@@ -86,6 +86,14 @@ class PayloadRunner:
         for hook in EVENT_HOOKS:
             for impl in getattr(pm.hook, hook).get_hookimpls():
                 self.event_impls.setdefault(impl.plugin_name, {})[hook] = impl.function
+        # Every series starts at 0, so that increase() sees a plugin's first failure.
+        for plugin, impls in self.role_impls.items():
+            for kind in impls:
+                self._zero(plugin, ROLE_HOOKS[kind])
+        for plugin, hooks in self.event_impls.items():
+            for hook in hooks:
+                self._zero(plugin, hook)
+            metrics.payload_events_dropped.labels(plugin)
         self._cond = threading.Condition()
         self._desired = Desired(Kind.NONE, 0)
         self._calls: dict[tuple[str, str], Call] = {}  # (plugin, "role"|"event") -> call
@@ -101,6 +109,11 @@ class PayloadRunner:
         self._closing = False
         self._events_closed = False
         self._threads: list[threading.Thread] = []
+
+    def _zero(self, plugin: str, hook: str) -> None:
+        for result in ("ok", "error"):
+            self.metrics.payload_runs.labels(plugin, hook, result)
+        self.metrics.payload_timeouts.labels(plugin, hook)
 
     # -- what the driver sees ---------------------------------------------
 

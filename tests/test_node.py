@@ -242,8 +242,42 @@ def test_the_leader_reports_how_far_each_follower_lags(follower) -> None:
     become_leader(node)
     node._observe_followers()
     last = node.raft.log.last_index()
-    assert last >= 1 and sample("zraft_server_follower_lag_entries", {"peer": "n3"}) == last
+    # A new leader does not know n3's match until it answers: no jump to the whole log.
+    assert last >= 1 and sample("zraft_server_follower_lag_entries", {"peer": "n3"}) == 0
+    node.raft.step(Message(MsgType.APPEND_RESP, node.raft.term, "n3", "n2", index=last))
+    handle_all(node)  # n3 answered: it has everything so far
+    for _ in range(3):
+        node.raft.propose(payloads.encode_clock(1))
+    handle_all(node)
+    node._observe_followers()
+    assert sample("zraft_server_follower_lag_entries", {"peer": "n3"}) == 3
+    last = node.raft.log.last_index()
     node.raft.step(Message(MsgType.APPEND_RESP, node.raft.term, "n3", "n2", index=last))
     handle_all(node)
     node._observe_followers()
     assert sample("zraft_server_follower_lag_entries", {"peer": "n3"}) == 0
+
+
+def test_peer_round_trip_times_the_oldest_unanswered_heartbeat(
+    follower, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower that stalls while heartbeats pile up must show its stall, not the
+    gap to the newest heartbeat (found by review: the metric hid slow followers)."""
+    from zraft.transport.codec import encode
+
+    node, _ = follower
+    become_leader(node)
+    monkeypatch.setattr(node.mesh, "send", lambda dst, frame: True)
+    hb = Message(MsgType.HEARTBEAT, node.raft.term, "n2", "n3")
+    node._send_all((hb,))
+    first = node._heartbeat_sent["n3"]
+    node._heartbeat_sent["n3"] = first - 0.5  # the first heartbeat left 0.5 s ago
+    node._send_all((hb,))  # later heartbeats do not reset the clock
+    assert node._heartbeat_sent["n3"] == first - 0.5
+    resp = Message(MsgType.HEARTBEAT_RESP, node.raft.term, "n3", "n2")
+    monkeypatch.setattr(node.mesh, "recv", lambda: [("n3", encode(resp))])
+    node._drain_peers()
+    count = node.metrics.registry.get_sample_value
+    labels = {"peer": "n3"}
+    assert count("zraft_network_peer_round_trip_time_seconds_count", labels) == 1
+    assert count("zraft_network_peer_round_trip_time_seconds_sum", labels) >= 0.5

@@ -77,14 +77,16 @@ def setup_logging(level: str = "info", fmt: str = "auto", node_id: str = "") -> 
 
 
 def watchdog_interval(environ: dict[str, str] | os._Environ[str]) -> float:
-    """Return how often to send WATCHDOG=1 (half of $WATCHDOG_USEC), or 0 when not asked.
+    """Return how often to send WATCHDOG=1 (a tenth of $WATCHDOG_USEC), or 0 when not asked.
 
     $WATCHDOG_PID, when set, must be this process (systemd sets it for the main process).
     """
     usec, pid = environ.get("WATCHDOG_USEC", ""), environ.get("WATCHDOG_PID", "")
     if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
         return 0.0
-    return int(usec) / 2e6
+    # A tenth, not the half sd_watchdog_enabled(3) suggests: then a loop stall
+    # must last nine tenths of WatchdogSec, not possibly just half, to be killed.
+    return int(usec) / 1e7
 
 
 def sd_notify(state: str) -> bool:

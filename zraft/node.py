@@ -38,6 +38,7 @@ from zraft.core import (
     Role,
     SoftState,
 )
+from zraft.core.progress import ProgressState
 from zraft.metrics import Metrics
 from zraft.nodestatus import NodeStatus
 from zraft.payload.driver import Payloads
@@ -146,6 +147,7 @@ class Node(ClientRequests, NodeStatus):
         self._sent_counters = {p: self.metrics.messages_sent.labels(p) for p in peers}
         self._recv_counters = {p: self.metrics.messages_received.labels(p) for p in peers}
         self._peer_rtt = {p: self.metrics.peer_rtt.labels(p) for p in peers}
+        self._election_s = rc.election_timeout_ms / 1000.0
         self._follower_lag = {p: self.metrics.follower_lag.labels(p) for p in peers}
         self._request_counters: dict[tuple[str, str], Any] = {}
         self._duration = {
@@ -350,7 +352,12 @@ class Node(ClientRequests, NodeStatus):
             if self.mesh.send(msg.dst, encode(msg)):
                 sent[msg.dst].inc()
                 if msg.type is MsgType.HEARTBEAT:
-                    self._heartbeat_sent[msg.dst] = time.monotonic()
+                    # Time the oldest unanswered heartbeat, so a follower that
+                    # stalls shows its stall (unless it is older than an
+                    # election timeout: that peer was away, not slow).
+                    now, sent_at = time.monotonic(), self._heartbeat_sent.get(msg.dst)
+                    if sent_at is None or now - sent_at > self._election_s:
+                        self._heartbeat_sent[msg.dst] = now
 
     def _apply(self, entries: tuple[Entry, ...]) -> None:
         for e in entries:
@@ -533,4 +540,9 @@ class Node(ClientRequests, NodeStatus):
         last = r.log.last_index()
         for peer, gauge in self._follower_lag.items():
             progress = r.progress.get(peer) if r.role is Role.LEADER else None
-            gauge.set(max(0, last - progress.match_index) if progress is not None else 0)
+            if progress is None:
+                gauge.set(0)
+            elif progress.match_index or progress.state is not ProgressState.PROBE:
+                # A new leader knows a follower's match only once it has answered:
+                # until then the gauge keeps its last value rather than the whole log.
+                gauge.set(max(0, last - progress.match_index))

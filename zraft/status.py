@@ -66,6 +66,8 @@ def _contact(st: dict[str, Any]) -> str:
     """How long ago a node heard from the leader; for the leader, from its slowest peer."""
     ages = st.get("last_contact_s") or {}
     if st.get("role") == "leader":
+        if any(a < 0 for a in ages.values()):
+            return "never"  # a peer it has never heard from is the slowest of all
         age = max(ages.values(), default=0.0)
     elif st.get("leader") in ages:
         age = ages[st["leader"]]

@@ -75,6 +75,8 @@ def run_fenced(
         return NOT_STARTED_FENCED
     grace = ctx.node.stop_grace_s
     full_env = dict(os.environ)
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        full_env.pop(key, None)  # systemd's notify protocol is the node's, not the payload's
     full_env.update(ctx.environ())
     full_env.update(env or {})
     rfd, wfd = os.pipe()

@@ -295,8 +295,8 @@ class PayloadRunner:
         try:
             fn(**kwargs)
         except Exception:
-            self.metrics.payload_runs.labels(plugin, hook, "error").inc()
             log.exception("plugin %s: %s raised", plugin, hook)
+            self.metrics.payload_runs.labels(plugin, hook, "error").inc()
         else:
             self.metrics.payload_runs.labels(plugin, hook, "ok").inc()
         took = time.monotonic() - started

@@ -241,3 +241,13 @@ def test_the_metrics_port_serves_on_ipv6_too() -> None:
         assert _get(f"http://[::1]:{port}/health")[0] == 200
     finally:
         server.shutdown()
+
+
+def test_status_watch_exits_1_when_no_node_answers_and_refuses_json() -> None:
+    from zraft.cli import main as cli_main
+
+    (port,) = free_ports(1)
+    nowhere = f"tcp://127.0.0.1:{port}"
+    args = ["status", "-e", nowhere, "--watch", "--count", "1", "--timeout", "0.2"]
+    assert cli_main(args) == 1
+    assert cli_main([*args, "-w", "json"]) == 2

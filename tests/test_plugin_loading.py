@@ -206,3 +206,14 @@ def test_check_config_with_a_node_loads_its_plugins_as_run_would(
     toml.write_text(toml.read_text() + '[plugins.settings.checker]\ninterval_s = "x"\n')
     assert cli_main(["check-config", str(toml), "--node", "n1"]) == 78
     assert "<3>plugin error: plugin 'checker'" in capsys.readouterr().err
+
+
+def test_check_config_refuses_a_leader_payload_plugin_that_cannot_be_fenced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plugin = tmp_path / "lp.py"
+    plugin.write_text(LEADER_PAYLOAD)
+    toml = tmp_path / "e.toml"
+    toml.write_text(BASE + f'[raft]\ncheck_quorum = false\n[plugins]\nfiles = ["{plugin}"]\n')
+    assert cli_main(["check-config", str(toml), "--node", "n1"]) == 78
+    assert "check_quorum is false" in capsys.readouterr().err

@@ -72,16 +72,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if args.node:
         # What `zraft run --node` would refuse too: an unknown id, a plugin that
         # does not load or rejects its settings (systemd's ExecStartPre passes %i).
+        from zraft.metrics import Metrics
+        from zraft.payload.driver import Payloads
         from zraft.plugins import PluginError, configure_plugins, make_plugin_manager
 
         try:
             config.node(args.node)
             pm = make_plugin_manager(config.plugins, payload=config.payload)
             configure_plugins(pm, config.plugins.settings, args.node)
+            Payloads(config, args.node, pm, Metrics())  # leader payloads that cannot be fenced
         except KeyError as exc:
             _problem(exc.args[0])
             return EX_CONFIG
-        except PluginError as exc:
+        except (PluginError, ValueError) as exc:
             _problem(f"plugin error: {exc}")
             return EX_CONFIG
         print(f"node {args.node}: plugins load and accept their settings")
@@ -143,7 +146,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.watch:
         from zraft.status import watch
 
-        return watch(endpoints, args.interval, args.count, args.timeout, args.hash)
+        if args.output == "json":
+            print("zraft status: --watch draws the table; use -w json without it", file=sys.stderr)
+            return 2
+        return watch(endpoints, max(0.1, args.interval), args.count, args.timeout, args.hash)
     rows = collect(endpoints, timeout=args.timeout, state_hash=args.hash)
     if args.output == "json":
         print(json.dumps(rows, indent=2))

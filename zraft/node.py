@@ -55,6 +55,7 @@ log = logging.getLogger("zraft.node")
 
 UNKNOWN_PEER_LOG_INTERVAL_S = 10.0
 CLOCK_MIN_INTERVAL_S = 0.05  # at most 20 clock entries per second for TTL expiry
+STATUS_INTERVAL_S = 1.0  # STATUS= refresh (commit, applied) when systemd runs no watchdog
 
 
 class Node(ClientRequests, NodeStatus):
@@ -523,16 +524,17 @@ class Node(ClientRequests, NodeStatus):
         self.payloads.on_tick(now, self.raft)
         self._expire(now)
         self._observe_followers()
-        if self.watchdog_s and now - self._last_watchdog >= self.watchdog_s:
+        if now - self._last_watchdog >= (self.watchdog_s or STATUS_INTERVAL_S):
             # From the event loop itself: a loop that stops turning stops these,
             # and systemd restarts the node (WatchdogSec).
             self._last_watchdog = now
             line = self._status_line()
+            ping = ["WATCHDOG=1"] if self.watchdog_s else []
             if line != self._last_status_line:
                 self._last_status_line = line
-                self.notify(f"WATCHDOG=1\nSTATUS={line}")
-            else:
-                self.notify("WATCHDOG=1")
+                ping.append(f"STATUS={line}")
+            if ping:
+                self.notify("\n".join(ping))
 
     def _observe_followers(self) -> None:
         """Leader: how many entries each follower lacks (0 on every other node)."""

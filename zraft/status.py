@@ -135,7 +135,9 @@ def watch(
     """Redraw the table every ``interval`` seconds until Ctrl-C (or ``count`` frames).
 
     The live equivalent of the old monitor page: on a terminal the screen is
-    cleared before each frame; piped, frames follow each other. Returns 0.
+    cleared before each frame; piped, frames follow each other. Returns 0 on
+    Ctrl-C or a closed pipe; after ``count`` frames, 1 when no node answered
+    the last one (as ``zraft status`` does).
     """
     import sys
 
@@ -153,7 +155,7 @@ def watch(
             out.flush()
             frames += 1
             if count and frames >= count:
-                return 0
+                return 0 if up else 1
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):
         return 0

@@ -75,7 +75,8 @@ def _die_with_keeper() -> None:
         pass
 
 
-def _code(returncode: int) -> int:
+def exit_code(returncode: int) -> int:
+    """Map a Popen return code to a shell-style exit code (128 + n for signal n)."""
     return 128 - returncode if returncode < 0 else returncode
 
 
@@ -151,7 +152,7 @@ def keep(cmd: list[str], deadline: float, grace: float, wakeup: int = -1) -> int
                 # Exited by itself. Its zombie still holds the group id, so killing the
                 # group now cannot hit a reused id: nothing it started outlives it.
                 _killpg(pgid, signal.SIGKILL)
-                return _code(child.wait())
+                return exit_code(child.wait())
             if wakeup in ready:
                 _drain(wakeup)
             if 0 in ready:
@@ -162,7 +163,7 @@ def keep(cmd: list[str], deadline: float, grace: float, wakeup: int = -1) -> int
     if not select.select([pidfd], [], [], grace)[0]:
         _say(f"still running after {grace:g}s: SIGKILL to process group {pgid}")
     _killpg(pgid, signal.SIGKILL)  # before reaping: the zombie keeps the group id ours
-    return _code(child.wait())
+    return exit_code(child.wait())
 
 
 def _drain(fd: int) -> None:

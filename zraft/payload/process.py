@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from zraft.payload.keeper import NOT_STARTED_FENCED
+from zraft.payload.keeper import NOT_STARTED_FENCED, exit_code
 
 if TYPE_CHECKING:
     from zraft.payload.context import PayloadContext
@@ -119,7 +119,7 @@ def run_fenced(
                 os.killpg(reports.pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            return 128 - code
+            return exit_code(code)
         return code
     finally:
         os.close(rfd)

@@ -436,6 +436,8 @@ class Node(ClientRequests, NodeStatus):
         prev = getattr(self, "_soft", None)
         self._soft = soft
         self.payloads.on_soft_state(soft.role, soft.term)
+        if prev is not None and prev.role is Role.LEADER and soft.role is not Role.LEADER:
+            self._observe_followers()  # no longer leader: the lag gauges go to 0
         m.term.set(soft.term)
         m.is_leader.set(1 if soft.role is Role.LEADER else 0)
         m.has_leader.set(1 if soft.leader_id else 0)
@@ -523,7 +525,8 @@ class Node(ClientRequests, NodeStatus):
             self._retry_waiting()
         self.payloads.on_tick(now, self.raft)
         self._expire(now)
-        self._observe_followers()
+        if self.raft.role is Role.LEADER:
+            self._observe_followers()
         if now - self._last_watchdog >= (self.watchdog_s or STATUS_INTERVAL_S):
             # From the event loop itself: a loop that stops turning stops these,
             # and systemd restarts the node (WatchdogSec).

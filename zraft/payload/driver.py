@@ -124,6 +124,9 @@ class Payloads:
 
     def on_tick(self, now: float, raft: Raft) -> None:
         """Renew the lease, move the gate, and look for hooks that overran."""
+        if not self.runner.role_impls:  # no role payloads: no lease, no gate
+            self.runner.check(now)
+            return
         leading = raft.role is Role.LEADER
         if leading and self.has_leader_payload and not self.stopping:
             self._probe(now, raft)

@@ -1,9 +1,12 @@
 """A deterministic in-memory network of pure Raft cores, driven through the one door.
 
-Not for production. Each ``SimNode`` plays the driver: it persists a Ready
-(into a durable dict), sends its messages into the network, applies committed
-entries, then advances. The network delivers messages in FIFO order, unless a
-test drops, cuts or reorders them. Everything is seeded.
+Not for production. Each ``SimNode`` handles its Readys with the real shell
+(``zraft.node.shell.Shell.handle_ready``, the one Ready loop): it persists
+into a durable dict, sends into the network, applies committed entries, then
+advances. The replicated state is a recorder (these tests are about the
+core; ``tests/sim`` runs the real replica and request book). The network
+delivers messages in FIFO order, unless a test drops, cuts or reorders them.
+Everything is seeded.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
+from zraft.api.book import RequestBook
 from zraft.core import (
     NO_NODE,
     CoreConfig,
@@ -20,13 +24,40 @@ from zraft.core import (
     Message,
     Raft,
     RaftLog,
+    ReadContext,
     ReadState,
     Role,
+    SoftState,
 )
+from zraft.node.shell import Shell
+from zraft.plugins import CommandTable
+
+
+class _Applied:
+    """The replicated state's place in the shell, recording entries (core tests only)."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.applied_index = 0
+
+    def apply(self, e: Entry) -> None:
+        self.entries.append(e)
+        self.applied_index = e.index
+
+
+class _ReadRecorder(RequestBook):
+    """The request book's place in the shell, recording every ReadIndex answer."""
+
+    def __init__(self, replica: _Applied, sink: list[ReadState]) -> None:
+        super().__init__(CommandTable(), replica, timeout_s=1e9, max_pending=1)  # type: ignore[arg-type]
+        self.sink = sink
+
+    def read_state(self, ctx: ReadContext, index: int, rejected: bool) -> None:
+        self.sink.append(ReadState(index, ctx, rejected))
 
 
 class SimNode:
-    """One node: a core plus what it has made durable and what it applied."""
+    """One node: a core plus what it has made durable and what it applied (the shell's Io)."""
 
     def __init__(self, node_id: str, voters: tuple[str, ...], seed: int, **cfg: object) -> None:
         self.id = node_id
@@ -35,39 +66,62 @@ class SimNode:
         self.seed = seed
         self.durable_hs = HardState()
         self.durable_log: list[Entry] = []
-        self.applied: list[Entry] = []
-        self.read_states: list[ReadState] = []
         self.crashes = 0
-        self.raft = Raft(self.cfg, random.Random(seed))
+        self._start(Raft(self.cfg, random.Random(seed)))
+
+    def _start(self, raft: Raft) -> None:
+        self.raft = raft
+        self.read_states: list[ReadState] = []
+        self._applied = _Applied()
+        book = _ReadRecorder(self._applied, self.read_states)
+        self.shell = Shell(raft, self._applied, book, self, {})  # type: ignore[arg-type]
+        self._out: list[Message] = []
+
+    @property
+    def applied(self) -> list[Entry]:
+        return self._applied.entries
 
     def restart(self) -> None:
         """Crash and restart from what was durable (volatile state is lost)."""
         self.crashes += 1
         log = RaftLog(list(self.durable_log))
-        self.raft = Raft(
-            self.cfg, random.Random(self.seed * 1000 + self.crashes), self.durable_hs, log
-        )
-        self.applied = []  # the state machine is rebuilt by re-applying
-        self.read_states = []
+        seed = self.seed * 1000 + self.crashes
+        self._start(Raft(self.cfg, random.Random(seed), self.durable_hs, log))
 
     def handle_ready(self) -> list[Message]:
         """Run one Ready in the driver's order; return messages to send."""
-        r = self.raft
-        if not r.has_ready():
+        if not self.raft.has_ready():
             return []
-        rd = r.ready()
-        out = list(rd.early_messages)
-        if rd.hard_state is not None:
-            self.durable_hs = rd.hard_state
-        if rd.entries:
-            first = rd.entries[0].index
-            del self.durable_log[first - 1 :]
-            self.durable_log.extend(rd.entries)
-        out.extend(rd.messages)
-        self.applied.extend(rd.committed_entries)
-        self.read_states.extend(rd.read_states)
-        r.advance(rd)
+        self.shell.handle_ready(self.raft.ready())
+        out, self._out = self._out, []
         return out
+
+    # -- Io ------------------------------------------------------------------
+
+    def persist(self, hard_state: HardState | None, entries: tuple[Entry, ...], sync: bool) -> None:
+        if hard_state is not None:
+            self.durable_hs = hard_state
+        if entries:
+            del self.durable_log[entries[0].index - 1 :]
+            self.durable_log.extend(entries)
+
+    def send(self, messages: tuple[Message, ...]) -> None:
+        self._out.extend(messages)
+
+    def forward(self, leader: str, fwd_id: int, data: bytes) -> bool:
+        return False
+
+    def reply(self, reply: object) -> None:
+        pass
+
+    def on_applied(self, entries: tuple[Entry, ...]) -> None:
+        pass
+
+    def lease_read(self, rs: ReadState) -> None:
+        self.read_states.append(rs)
+
+    def observe(self, soft: SoftState, previous: SoftState) -> None:
+        pass
 
 
 class SimNetwork:

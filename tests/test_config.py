@@ -19,6 +19,7 @@ from zraft.config import (
     load_default,
     parse_config,
 )
+from zraft.payload.fencing import fencing_problem, lease_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "configs").glob("*.toml"))
@@ -420,3 +421,38 @@ def test_describe_summarises_nodes_and_timings():
     )
     assert "n1  raft tcp://127.0.0.1:7101  client tcp://127.0.0.1:7001" in text
     assert "heartbeat 100 ms (10 ticks), election timeout 1000 ms (100 ticks)" in text
+
+
+def test_durations_are_converted_once_into_seconds():
+    text = ensemble(
+        raft="tick_ms = 20\nheartbeat_interval_ms = 60\nelection_timeout_ms = 400",
+        extra="[client]\nrequest_timeout_ms = 2500\n"
+        "[payload]\ntimeout_ms = 750\nstop_grace_ms = 50\nhysteresis_ms = 0\n",
+    )
+    config = parse_config(text, F)
+    r, c, p = config.raft, config.client, config.payload
+    assert (r.tick_s, r.heartbeat_interval_s, r.election_timeout_s) == (0.02, 0.06, 0.4)
+    assert c.request_timeout_s == 2.5
+    assert (p.timeout_s, p.stop_grace_s, p.hysteresis_s) == (0.75, 0.05, 0.0)
+    assert RaftConfig().tick_s == 0.01 and PayloadConfig().stop_grace_s == 0.2
+
+
+def test_a_leader_payload_needs_room_in_the_lease_and_check_quorum():
+    # The rule lives with the lease (zraft.payload.fencing); the file and the
+    # node's plugins are checked against the same words.
+    tight = RaftConfig(heartbeat_interval_ms=100, election_timeout_ms=300)
+    grace = PayloadConfig(stop_grace_ms=200)
+    why = lease_problem(tight, grace)
+    assert why is not None and why.startswith("200 ms leaves no room to renew the leader lease")
+    assert lease_problem(RaftConfig(), grace) is None
+    assert fencing_problem(tight, grace, has_leader_payload=False) is None
+    assert fencing_problem(tight, grace, has_leader_payload=True) == why
+    no_quorum = RaftConfig(check_quorum=False)
+    assert "check_quorum is false" in fencing_problem(no_quorum, grace, True)
+    [error] = errors_of(
+        ensemble(
+            raft="heartbeat_interval_ms = 100\nelection_timeout_ms = 300",
+            extra='[payload]\nleader = ["true"]\n',
+        )
+    )
+    assert error == f"{F}: payload.stop_grace_ms: {why}"

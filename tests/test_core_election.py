@@ -7,7 +7,18 @@ import dataclasses
 import pytest
 
 from tests.simnet import SimNetwork
-from zraft.core import CoreConfig, Entry, HardState, Message, MsgType, Raft, RaftLog, Role
+from zraft.core import (
+    CoreConfig,
+    Entry,
+    HardState,
+    Message,
+    MsgType,
+    Raft,
+    RaftLog,
+    ReadContext,
+    ReadPurpose,
+    Role,
+)
 
 # boot_lease off: these scenarios elect nodes at tick 0 (test_boot_lease covers it).
 CFG = dict(election_ticks=10, heartbeat_ticks=1, boot_lease=False)
@@ -276,7 +287,7 @@ def test_a_leader_deposed_by_a_reply_honours_its_own_lease(own_lease: bool) -> N
     net.tick(3 * CFG["election_ticks"])  # n3 campaigns alone, again and again
     n1, n2, n3 = (net.nodes[n].raft for n in ("n1", "n2", "n3"))
     assert n1.role is Role.LEADER and n3.term > n1.term
-    n1.read_index(b"lease-probe")
+    n1.read_index(ReadContext(ReadPurpose.LEASE, 1))
     net.deliver_all()  # n2 acknowledges: the lease runs for an election timeout
     assert [rs.rejected for rs in net.nodes["n1"].read_states] == [False]
     net.heal()

@@ -17,11 +17,17 @@ from zraft.core import (
     ProposalDropped,
     Raft,
     RaftLog,
+    ReadContext,
+    ReadPurpose,
     Role,
 )
 
 # boot_lease off: these scenarios elect nodes at tick 0 (test_boot_lease covers it).
 CFG = dict(election_ticks=10, heartbeat_ticks=1, boot_lease=False)
+
+
+def ctx(seq: int) -> ReadContext:
+    return ReadContext(ReadPurpose.CLIENT, seq)
 
 
 def follower(log: list[Entry], term: int, **cfg: object) -> Raft:
@@ -222,12 +228,12 @@ def test_read_index_waits_for_a_heartbeat_quorum() -> None:
     net.elect("n1")
     net.propose("n1", b"w")
     lead = net.nodes["n1"]
-    lead.raft.read_index(b"r1")
+    lead.raft.read_index(ctx(1))
     net.flush_ready()
     assert lead.read_states == []  # not before the heartbeat round
     net.deliver_all()
     (rs,) = lead.read_states
-    assert rs.context == b"r1" and not rs.rejected
+    assert rs.context == ctx(1) and not rs.rejected
     assert rs.index == lead.raft.log.committed
 
 
@@ -237,7 +243,7 @@ def test_read_index_on_an_isolated_leader_is_never_confirmed() -> None:
     net.elect("n1")
     net.isolate("n1")
     lead = net.nodes["n1"]
-    lead.raft.read_index(b"r")
+    lead.raft.read_index(ctx(2))
     net.tick(5, only=["n1"])
     assert lead.read_states == []
     net.tick(10, only=["n1"])  # CheckQuorum steps it down
@@ -251,10 +257,10 @@ def test_follower_read_index_is_forwarded_to_the_leader() -> None:
     net.elect("n1")
     idx, _ = net.propose("n1", b"w")
     f = net.nodes["n2"]
-    f.raft.read_index(b"fr")
+    f.raft.read_index(ctx(3))
     net.deliver_all()
     (rs,) = f.read_states
-    assert rs.context == b"fr" and not rs.rejected and rs.index >= idx
+    assert rs.context == ctx(3) and not rs.rejected and rs.index >= idx
 
 
 def test_reads_wait_for_first_commit_of_a_new_term() -> None:
@@ -266,12 +272,12 @@ def test_reads_wait_for_first_commit_of_a_new_term() -> None:
     net.drop_filter = lambda m: m.type is MsgType.APPEND_RESP
     net.deliver_all()
     assert lead.raft.role is Role.LEADER
-    lead.raft.read_index(b"early")
+    lead.raft.read_index(ctx(4))
     net.deliver_all()
     assert lead.read_states == []
     net.drop_filter = None
     net.tick(2)
-    assert [rs.context for rs in lead.read_states] == [b"early"]
+    assert [rs.context for rs in lead.read_states] == [ctx(4)]
 
 
 def test_restart_keeps_term_vote_and_log() -> None:

@@ -29,8 +29,8 @@ from tests.faults import verify
 from tests.faults.net import Netns, netns_unavailable
 from tests.faults.run import spawn, summary_line
 from tests.faults.scenarios import SCENARIOS
-from zraft.api import entries as payloads
 from zraft.core.messages import Entry, EntryKind, HardState
+from zraft.replica import entries
 from zraft.storage.wal import WalStorage
 
 # The CI slice: (scenario, nodes, seed). Every scenario of the issue on 3 nodes,
@@ -157,7 +157,7 @@ def test_status_with_state_hash_answers_and_the_node_survives(tmp_path: Path) ->
 
 
 def _cmd(client: str, seq: int, key: str, value: object) -> bytes:
-    return payloads.encode_command(0, client, seq, {"cmd": "set", "key": key, "value": value})
+    return entries.encode_command(0, client, seq, {"cmd": "set", "key": key, "value": value})
 
 
 def test_read_wal_replays_overwrites_and_keeps_every_hard_state(tmp_path: Path) -> None:

@@ -19,13 +19,9 @@ import pytest
 from zraft.core.messages import Entry, EntryKind, HardState, SnapshotMeta
 from zraft.storage import CorruptionError, LogStorage, Recovered, StorageError
 from zraft.storage.memory import MemoryStorage
-from zraft.storage.wal import (
-    HEADER,
-    HEADER_CHECKED,
-    HEADER_SIZE,
-    WalStorage,
-    _hard_state_record,
-)
+from zraft.storage.records import HEADER, HEADER_CHECKED, HEADER_SIZE
+from zraft.storage.records import hard_state_record as _hard_state_record
+from zraft.storage.wal import WalStorage
 
 # -- helpers -------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from zraft.builtin.script import FollowerScript, LeaderScript
 from zraft.statemachine import CommandError, CommandSpec
 
 if TYPE_CHECKING:
-    from zraft.config import PayloadConfig, PluginsConfig
+    from zraft.config import EnsembleConfig, PayloadConfig, PluginsConfig
 
 ENTRY_POINT_GROUP = "zraft"
 BUILTIN_KV = "kv"
@@ -195,6 +195,21 @@ def configure_plugins(
                 f"plugin {impl.plugin_name!r} ({source}): zraft_configure: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+
+
+def load_plugins(config: EnsembleConfig, node_id: str) -> tuple[pluggy.PluginManager, CommandTable]:
+    """Load the plugins node ``node_id`` runs with, configure them, and index their commands.
+
+    What a node does at start (``zraft run``) and what ``zraft check-config
+    --node`` and ``zraft plugins`` check: ``make_plugin_manager`` from
+    ``[plugins]`` and ``[payload]``, ``configure_plugins`` with
+    ``[plugins.settings]``, then ``CommandTable.from_plugins``. ``node_id``
+    is not looked up in ``config`` here (``config.node`` does that). Raises
+    PluginError naming the plugin at the first failure.
+    """
+    pm = make_plugin_manager(config.plugins, payload=config.payload)
+    configure_plugins(pm, config.plugins.settings, node_id)
+    return pm, CommandTable.from_plugins(pm)
 
 
 def plugin_list(pm: pluggy.PluginManager) -> list[tuple[str, str, str]]:

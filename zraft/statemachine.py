@@ -71,3 +71,40 @@ class AppliedEntry:
     command: dict[str, Any]
     ok: bool
     result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a command returned: ``result`` when ``ok``, else an error ``code`` and ``message``.
+
+    The replicated session table keeps outcomes in their wire form
+    (``to_wire``), so that a retried write is answered exactly as the first time.
+    """
+
+    ok: bool
+    result: Any = None
+    code: str = ""
+    message: str = ""
+
+    @staticmethod
+    def success(result: Any) -> Outcome:
+        """Return a successful outcome carrying ``result``."""
+        return Outcome(True, result)
+
+    @staticmethod
+    def error(code: str, message: str) -> Outcome:
+        """Return a failed outcome with a protocol error ``code``."""
+        return Outcome(False, None, code, message)
+
+    def to_wire(self) -> list[Any]:
+        """Return ``[True, result]`` or ``[False, code, message]`` (msgpack-ready)."""
+        return [True, self.result] if self.ok else [False, self.code, self.message]
+
+    @staticmethod
+    def from_wire(obj: Any) -> Outcome:
+        """Parse what ``to_wire`` returned; raise ValueError when it is not one."""
+        if isinstance(obj, (list, tuple)) and len(obj) == 2 and obj[0] is True:
+            return Outcome(True, obj[1])
+        if isinstance(obj, (list, tuple)) and len(obj) == 3 and obj[0] is False:
+            return Outcome(False, None, str(obj[1]), str(obj[2]))
+        raise ValueError(f"not an outcome: {obj!r}")

@@ -1,12 +1,16 @@
-"""``zraft status``: ask every node for its status at once and render a table."""
+"""``zraft status``: every node's status as a table, once or redrawn (``--watch``).
+
+The rows come from ``zraft.api.fanout.status_all`` (``collect`` here, the
+name tools and tests import); this module only renders them.
+"""
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from typing import Any
 
-import zmq
+from zraft.api.fanout import status_all
 
 COLUMNS = (
     "NODE",
@@ -21,45 +25,8 @@ COLUMNS = (
     "ENDPOINT",
 )
 
-
-def collect(
-    endpoints: list[str], timeout: float = 1.0, state_hash: bool = False
-) -> list[dict[str, Any]]:
-    """Query ``status`` on every endpoint in parallel; unreachable nodes get ``status: None``.
-
-    ``state_hash`` asks each node for a hash of its replicated state as well.
-    """
-    body = json.dumps({"cmd": "status", "id": 1, "hash": state_hash}).encode()
-    ctx = zmq.Context.instance()
-    socks: dict[zmq.Socket, str] = {}
-    rows: dict[str, dict[str, Any]] = {ep: {"endpoint": ep, "status": None} for ep in endpoints}
-    poller = zmq.Poller()
-    try:
-        for ep in endpoints:
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(ep)
-            s.send_multipart([b"", body])
-            socks[s] = ep
-            poller.register(s, zmq.POLLIN)
-        deadline = time.monotonic() + timeout
-        pending = set(socks)
-        while pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            for s, _ in poller.poll(left * 1000):
-                try:
-                    reply = json.loads(s.recv_multipart()[-1])
-                except ValueError:
-                    continue
-                if reply.get("ok"):
-                    rows[socks[s]]["status"] = reply["result"]
-                pending.discard(s)
-    finally:
-        for s in socks:
-            s.close(linger=0)
-    return [rows[ep] for ep in endpoints]
+collect = status_all
+"""Query every node's status in parallel: ``zraft.api.fanout.status_all``."""
 
 
 def _contact(st: dict[str, Any]) -> str:
@@ -139,15 +106,13 @@ def watch(
     Ctrl-C or a closed pipe; after ``count`` frames, 1 when no node answered
     the last one (as ``zraft status`` does).
     """
-    import sys
-
     out = out or sys.stdout
     clear = "\x1b[H\x1b[2J" if out.isatty() else ""
     frames = 0
     try:
         while True:
             started = time.monotonic()
-            rows = collect(endpoints, timeout=timeout, state_hash=state_hash)
+            rows = status_all(endpoints, timeout=timeout, state_hash=state_hash)
             up = sum(1 for r in rows if r["status"])
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             out.write(f"{clear}{stamp}  {up}/{len(rows)} nodes answering  (Ctrl-C to stop)\n")

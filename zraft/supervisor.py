@@ -15,8 +15,10 @@ import threading
 import time
 from typing import IO
 
-from zraft.config import ConfigError, load_config, load_default
+from zraft.api.fanout import status_all
+from zraft.config import ConfigError, EnsembleConfig, load_config, load_default
 from zraft.daemon import EX_CONFIG
+from zraft.status import render_table
 
 STOP_GRACE_S = 10.0
 
@@ -84,13 +86,11 @@ def run_ensemble(config_path: str | None, log_level: str = "info") -> int:
     return _stop_all(procs)
 
 
-def _announce_leader(config: object, stopping: threading.Event) -> None:
-    from zraft.status import collect, render_table
-
-    endpoints = [n.client for n in config.nodes]  # type: ignore[attr-defined]
+def _announce_leader(config: EnsembleConfig, stopping: threading.Event) -> None:
+    endpoints = [n.client for n in config.nodes]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not stopping.is_set():
-        rows = collect(endpoints, timeout=0.5)
+        rows = status_all(endpoints, timeout=0.5)
         if any(r["status"] and r["status"]["role"] == "leader" for r in rows):
             print(render_table(rows), flush=True)
             print(

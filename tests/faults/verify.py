@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zraft.api import entries as payloads
+from zraft.replica import entries
 
 _HEADER = struct.Struct("<IBII")  # length, type, crc32(payload), crc32(first 9 header bytes)
 _ENTRY = struct.Struct("<QQB")  # term, index, kind
@@ -115,7 +115,7 @@ def committed_commands(wal: Wal, upto: int) -> dict[tuple[str, int], dict[str, A
         if entry is None:
             continue
         try:
-            p = payloads.decode(entry[1])
+            p = entries.decode(entry[1])
         except ValueError:
             continue  # a no-op or membership entry: not a client command
         if p.command is not None and p.client:

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from zraft.core import Entry, EntryKind, Role
+from zraft.replica import entries
 
 if TYPE_CHECKING:
     from tests.sim.node import SimNode
@@ -265,5 +266,11 @@ class Invariants:
 
 
 def _show(data: bytes) -> str:
-    """Return entry data for a message: the command's JSON, or "no-op" for an empty entry."""
-    return data.decode(errors="replace") if data else "no-op"
+    """Return entry data for a message: the client and command, or "no-op" for an empty entry."""
+    if not data:
+        return "no-op"
+    try:
+        p = entries.decode(data)
+    except ValueError:
+        return repr(data[:40])
+    return f"{p.client}#{p.seq} {p.command}" if p.command is not None else "clock"

@@ -1,64 +1,41 @@
-"""A simulated node: a pure core, its ``MemoryStorage`` and a tiny KV state machine.
+"""A simulated node: the real ``Shell`` (core, replicated state, request book) on memory.
 
-``SimNode`` is a driver in the sense of ARCHITECTURE.md "The one door". It
-handles each ``Ready`` in the order the ``Ready`` docstring fixes: send
-``early_messages`` (thesis §10.2.1), persist (fsync iff ``must_sync``), send
-``messages``, apply ``committed_entries`` and hand over ``read_states``, then
-``advance``. A crash keeps only what ``MemoryStorage`` made durable, and a
-restart rebuilds the core from ``storage.open()`` exactly as
-``zraft.node.Node.__init__`` does. Not for production.
+``SimNode`` is the shell's ``Io`` for one node of the simulation: persisting
+goes to ``MemoryStorage`` (a crash keeps only what an fsync made durable),
+sending goes to the simulated network, and replies go to the simulated
+clients. Everything else, the Ready order, the apply path, sessions,
+ReadIndex batching and the reply rules, is the code a real node runs
+(``zraft/node/shell.py``). Time is the schedule's step counter. Not for
+production.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from zraft.core import CoreConfig, Entry, EntryKind, Message, Raft, RaftLog, ReadState
+from zraft.api.book import RequestBook
+from zraft.api.routes import Reply, Request, Route
+from zraft.builtin.kv import KVStore
+from zraft.core import (
+    CoreConfig,
+    Entry,
+    HardState,
+    Message,
+    Raft,
+    RaftLog,
+    ReadState,
+    SoftState,
+)
+from zraft.node.shell import Shell
+from zraft.plugins import CommandTable, ZraftPluginManager
+from zraft.replica import Replica
 from zraft.storage.memory import MemoryStorage
 
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A client operation carried in an entry's ``data`` (sim-only JSON).
-
-    ``f`` is ``"write"`` (``value`` is the new value) or ``"cas"`` (``value``
-    is ``[expected, new]``; ``expected`` None means "the key is absent").
-    ``(process, op_id)`` names the operation uniquely within a schedule.
-    """
-
-    process: int
-    op_id: int
-    f: str
-    key: str
-    value: Any
-
-    def encode(self) -> bytes:
-        """Return the entry data for this command."""
-        fields = [self.process, self.op_id, self.f, self.key, self.value]
-        return json.dumps(fields, separators=(",", ":")).encode()
-
-    @staticmethod
-    def decode(data: bytes) -> Command:
-        """Parse entry data written by ``encode``."""
-        process, op_id, f, key, value = json.loads(data)
-        return Command(process, op_id, f, key, value)
-
-
-def apply_command(kv: dict[str, Any], cmd: Command) -> bool | None:
-    """Apply ``cmd`` to ``kv``; return None for a write, whether the compare matched for a cas."""
-    if cmd.f == "write":
-        kv[cmd.key] = cmd.value
-        return None
-    expected, new = cmd.value
-    if kv.get(cmd.key) != expected:
-        return False
-    kv[cmd.key] = new
-    return True
+DRIVER_SWITCHES = frozenset({"local_reads", "ack_before_commit"})
+STEP_MS = 10  # leader time advances this much per schedule step
 
 
 class Host(Protocol):
@@ -73,11 +50,15 @@ class Host(Protocol):
     def synced(self, node: SimNode, first_index: int) -> None:
         """See an fsync: ``node.durable`` changed from ``first_index`` on."""
 
-    def applied(self, node: SimNode, entry: Entry, result: bool | None) -> None:
+    def applied(self, node: SimNode, entry: Entry) -> None:
         """See ``entry`` applied (``node.applied_index`` already counts it)."""
 
-    def read_state(self, node: SimNode, rs: ReadState) -> None:
-        """See a ReadIndex answer; serving it waits until applied far enough."""
+    def replied(self, node: SimNode, reply: Reply) -> None:
+        """See a reply to a simulated client."""
+
+    @property
+    def now(self) -> int:
+        """The current step."""
 
 
 class CrashPoint(enum.Enum):
@@ -88,13 +69,16 @@ class CrashPoint(enum.Enum):
     AFTER_PERSIST = "after-persist"  # early messages left and the fsync finished
 
 
-class SimNode:
-    """One node of the simulated cluster.
+class Crash(Exception):
+    """Raised inside a Ready to stop the node at its crash point."""
 
-    ``raft`` is replaced at every restart; ``life`` counts boots (1 = first).
-    ``durable`` mirrors the entries that would survive a crash now. Between
-    ``ready()`` and ``advance()`` nothing else touches the core: ``handle_ready``
-    runs a whole Ready at once.
+
+class SimNode:
+    """One node of the simulated cluster (the shell's ``Io``).
+
+    ``shell`` (and its core, replica and book) is replaced at every restart;
+    ``life`` counts boots (1 = first). ``durable`` mirrors the entries that
+    would survive a crash now.
     """
 
     def __init__(
@@ -102,6 +86,7 @@ class SimNode:
         node_id: str,
         voters: tuple[str, ...],
         seed: int,
+        host: Host,
         *,
         pre_vote: bool,
         check_quorum: bool,
@@ -109,10 +94,12 @@ class SimNode:
         election_ticks: int,
         max_inflight: int,
         max_entries_per_msg: int,
-        unsafe_core: frozenset[str],
+        unsafe: frozenset[str],
         skip_fsync: bool,
+        timeout_steps: int,
     ) -> None:
         self.id = node_id
+        self.host = host
         self.config = CoreConfig(
             id=node_id,
             voters=voters,
@@ -122,21 +109,25 @@ class SimNode:
             check_quorum=check_quorum,
             max_inflight=max_inflight,
             max_entries_per_msg=max_entries_per_msg,
-            unsafe=unsafe_core,
+            unsafe=unsafe - DRIVER_SWITCHES,
         )
+        self.unsafe = unsafe & DRIVER_SWITCHES
+        self.voters = voters
         self.seed = seed
         self.skip_fsync = skip_fsync
+        self.timeout_steps = timeout_steps
         self.storage = MemoryStorage()
         self.durable: list[Entry] = []
         self.life = 0
         self.up = False
-        self.kv: dict[str, Any] = {}
-        self.applied_index = 0
         self.applied_terms: list[int] = []
+        self._crash_at: CrashPoint | None = None
         self.boot()
 
+    # -- life -------------------------------------------------------------
+
     def boot(self) -> None:
-        """Start (or restart) from what storage holds, the way ``zraft.node.Node`` does.
+        """Start (or restart) from what storage holds, as ``zraft.node.Node`` does.
 
         The state machine starts empty and is rebuilt by re-applying the
         committed log: the core hands every committed entry out again.
@@ -147,63 +138,107 @@ class SimNode:
         # A fresh Random per life: the restarted core must not replay the dead one's timeouts.
         rng = random.Random(self.seed * 1_000_003 + self.life)
         self.raft = Raft(self.config, rng, rec.hard_state, log)
-        self.kv = {}
-        self.applied_index = self.raft.log.applied
+        pm = ZraftPluginManager()
+        pm.register(KVStore(), name="kv")
+        commands = CommandTable.from_plugins(pm)
+        self.replica = Replica(pm, commands, applied_index=self.raft.status().applied)
+        book = RequestBook(
+            commands,
+            self.replica,
+            timeout_s=float(self.timeout_steps),
+            max_pending=1 << 30,
+            unsafe=self.unsafe,
+        )
+        self.shell = Shell(self.raft, self.replica, book, self, {v: v for v in self.voters})
         self.applied_terms = []
         self.durable = list(rec.entries)
         self.up = True
 
-    def handle_ready(self, host: Host) -> None:
-        """Handle one Ready in the documented order, then advance. Requires ``has_ready()``."""
-        rd = self.raft.ready()
-        host.send(self, rd.early_messages)  # thesis §10.2.1: before our own fsync
-        self._persist(host, rd.hard_state, rd.entries, rd.must_sync)
-        host.send(self, rd.messages)  # Figure 2: only after term, vote and entries are durable
-        for entry in rd.committed_entries:
-            result = None
-            if entry.kind is EntryKind.NORMAL:
-                result = apply_command(self.kv, Command.decode(entry.data))
-            self.applied_index = entry.index
-            self.applied_terms.append(entry.term)
-            host.applied(self, entry, result)
-        # The core collects rejected forwarded reads from a set: fix their order
-        # so that a replay in another process (another hash seed) is identical.
-        served = [rs for rs in rd.read_states if not rs.rejected]
-        rejected = sorted((rs for rs in rd.read_states if rs.rejected), key=lambda rs: rs.context)
-        for rs in served + rejected:
-            host.read_state(self, rs)
-        self.raft.advance(rd)
-
-    def drain(self, host: Host, limit: int = 100) -> None:
-        """Handle Readys until the core has nothing left (as ``zraft.node`` does per round)."""
-        for _ in range(limit):
-            if not self.raft.has_ready():
-                return
-            self.handle_ready(host)
-        raise AssertionError(f"{self.id}: the core kept producing Readys ({limit} in a row)")
-
-    def crash(self, host: Host, point: CrashPoint) -> None:
+    def crash(self, point: CrashPoint) -> None:
         """Lose power, possibly in the middle of handling the pending Ready.
 
         Only what an fsync made durable survives (``MemoryStorage.crash``).
         """
         if point is not CrashPoint.BEFORE_READY and self.raft.has_ready():
-            rd = self.raft.ready()
-            host.send(self, rd.early_messages)
-            self._persist(
-                host, rd.hard_state, rd.entries, rd.must_sync and point is CrashPoint.AFTER_PERSIST
-            )
+            self._crash_at = point
+            try:
+                self.shell.handle_ready(self.raft.ready())
+            except Crash:
+                pass
+            self._crash_at = None
         self.storage = self.storage.crash()
         self.up = False
 
-    def _persist(self, host: Host, hard_state: Any, entries: Sequence[Entry], sync: bool) -> None:
+    # -- inputs, through the shell -----------------------------------------
+
+    def tick(self) -> None:
+        """One tick of this node's clock."""
+        now = self.host.now
+        self.shell.tick(1, float(now), now * STEP_MS)
+
+    def step(self, m: Message) -> None:
+        """Deliver one message."""
+        self.shell.step(m)
+
+    def submit(self, route: Route, req: Request) -> None:
+        """Take a client request (replies reach the host, possibly at once)."""
+        now = self.host.now
+        self.shell.submit(route, req, float(now), now * STEP_MS)
+
+    def has_work(self) -> bool:
+        """Tell whether ``drain`` would do something."""
+        return self.shell.has_work()
+
+    def drain(self) -> None:
+        """Send the round's reads and handle Readys until none is left (a node's loop round)."""
+        for _ in range(100):
+            if not self.shell.has_work():
+                return
+            self.shell.process()
+        raise AssertionError(f"{self.id}: the core kept producing Readys")
+
+    @property
+    def applied_index(self) -> int:
+        """What the state machine holds."""
+        return self.replica.applied_index
+
+    def kv(self) -> dict[str, Any]:
+        """The KV state machine's keys and values (for messages)."""
+        store = self.replica.pm.get_plugin("kv")
+        return dict(store._data)
+
+    # -- Io ---------------------------------------------------------------
+
+    def persist(self, hard_state: HardState | None, entries: tuple[Entry, ...], sync: bool) -> None:
+        if self._crash_at is CrashPoint.AFTER_EARLY:
+            raise Crash
         if entries:
-            host.logged(self, entries)
-        if hard_state is None and not entries:
-            return
+            self.host.logged(self, entries)
         sync = sync and not self.skip_fsync  # negative control: nothing ever becomes durable
         self.storage.append(hard_state, entries, sync=sync)
         if sync:
             self.durable = self.storage.durable_entries()
             first = entries[0].index if entries else len(self.durable) + 1
-            host.synced(self, first)
+            self.host.synced(self, first)
+        if self._crash_at is CrashPoint.AFTER_PERSIST:
+            raise Crash
+
+    def send(self, messages: tuple[Message, ...]) -> None:
+        self.host.send(self, messages)
+
+    def forward(self, leader: str, fwd_id: int, data: bytes) -> bool:
+        return False  # simulated clients ask with forward=False: followers redirect them
+
+    def reply(self, reply: Reply) -> None:
+        self.host.replied(self, reply)
+
+    def on_applied(self, entries: tuple[Entry, ...]) -> None:
+        for entry in entries:
+            self.applied_terms.append(entry.term)
+            self.host.applied(self, entry)
+
+    def lease_read(self, rs: ReadState) -> None:
+        pass  # no payloads in the simulation
+
+    def observe(self, soft: SoftState, previous: SoftState) -> None:
+        pass  # the schedule reads roles after every step

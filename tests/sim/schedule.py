@@ -40,9 +40,10 @@ from tests.sim.invariants import (
     Violation,
 )
 from tests.sim.network import Network, describe
-from tests.sim.node import CrashPoint, SimNode
+from tests.sim.node import DRIVER_SWITCHES, CrashPoint, SimNode
+from zraft.api.routes import Reply
 from zraft.check import NOT_LINEARIZABLE, UNKNOWN, check_history, pair_events
-from zraft.core import Entry, Message, NotLeader, ReadState, Role
+from zraft.core import Entry, Message, NotLeader, Role
 from zraft.unsafe import CORE_SWITCHES
 
 __all__ = ["Profile", "Report", "SimConfig", "SimFailure", "Simulation", "run_schedule"]
@@ -76,20 +77,22 @@ class Simulation:
         self.rng = random.Random(config.seed)
         self.profile = Profile.draw(self.rng)
         ids = tuple(f"n{i + 1}" for i in range(config.nodes))
-        core_unsafe = config.unsafe & CORE_SWITCHES
+        self.step = 0
         self.nodes = [
             SimNode(
                 nid,
                 ids,
                 config.seed * 100 + i,
+                self,
                 pre_vote=self.profile.pre_vote,
                 check_quorum=self.profile.check_quorum,
                 heartbeat_ticks=self.profile.heartbeat_ticks,
                 election_ticks=self.profile.election_ticks,
                 max_inflight=self.profile.max_inflight,
                 max_entries_per_msg=self.profile.max_entries,
-                unsafe_core=core_unsafe,
+                unsafe=config.unsafe & (CORE_SWITCHES | DRIVER_SWITCHES),
                 skip_fsync="skip_fsync" in config.unsafe,
+                timeout_steps=CLIENT_TIMEOUT,
             )
             for i, nid in enumerate(ids)
         ]
@@ -103,11 +106,8 @@ class Simulation:
             CLIENT_TIMEOUT,
             self.inv,
             READERS,
-            local_reads="local_reads" in config.unsafe,
-            ack_before_commit="ack_before_commit" in config.unsafe,
         )
         self.dirty: list[SimNode] = []  # nodes whose Ready waits for a "ready" event
-        self.step = 0
         self.crashes = 0
         self.roles = {n.id: (Role.FOLLOWER, 0) for n in self.nodes}
         self.trace: deque[tuple[int, Any, str]] | list[tuple[int, Any, str]]
@@ -233,7 +233,7 @@ class Simulation:
 
     def touched(self, node: SimNode, defer: bool = True) -> None:
         """Handle ``node``'s Readys now, or (sometimes) leave them for a "ready" event."""
-        if not node.up or not node.raft.has_ready():
+        if not node.up or not node.has_work():
             return
         if defer and self.rng.random() < self.profile.defer_ready:
             if node not in self.dirty:
@@ -241,12 +241,12 @@ class Simulation:
             return
         if node in self.dirty:
             self.dirty.remove(node)
-        node.drain(self)
+        node.drain()
 
     def tick_random(self) -> None:
         running = self.running()
         node = self.rng.choices(running, [self.clock[n.id] for n in running])[0]
-        node.raft.tick()
+        node.tick()
         self.note(f"tick {node.id}")
         self.touched(node)
 
@@ -264,7 +264,7 @@ class Simulation:
             return
         self.net.delivered += 1
         self.note(m)
-        dst.raft.step(m)
+        dst.step(m)
         self.touched(dst, defer=faults)
 
     def drop_random(self) -> None:
@@ -280,7 +280,7 @@ class Simulation:
         node = ready[self.rng.randrange(len(ready))]
         self.dirty.remove(node)
         self.note(f"ready {node.id}")
-        node.drain(self)
+        node.drain()
 
     def client_write(self, cas: bool = False) -> None:
         up = [n.id for n in self.running()]
@@ -349,7 +349,7 @@ class Simulation:
             self.dirty.remove(node)
         else:
             point = CrashPoint.BEFORE_READY  # nothing pending: the point makes no difference
-        node.crash(self, point)
+        node.crash(point)
         self.restart_at[node.id] = self.step + self.rng.randint(*DOWN_STEPS)
         self.crashes += 1
         self.clients.crashed(node, self.step)
@@ -395,7 +395,7 @@ class Simulation:
         node = self.rng.choice(leaders)
         target = self.rng.choice([i for i in self.net.ids if i != node.id])
         try:
-            node.raft.transfer_leader(target)
+            node.shell.transfer_leader(target)
         except NotLeader:  # pragma: no cover - leaders were just filtered
             return
         self.note(f"transfer leadership {node.id} -> {target}")
@@ -434,7 +434,7 @@ class Simulation:
             self.deliver_random(faults=False)
         else:
             node = self.rng.choice(self.nodes)
-            node.raft.tick()
+            node.tick()
             self.note(f"tick {node.id}")
             self.touched(node, defer=False)
 
@@ -495,9 +495,11 @@ class Simulation:
         for node in self.nodes[1:]:
             if node.raft.log.entries != first.raft.log.entries:
                 raise Violation(FINAL_STATE, f"{first.id} and {node.id} hold different logs")
-            if node.kv != first.kv:
+            if node.replica.state_hash() != first.replica.state_hash():
                 raise Violation(
-                    FINAL_STATE, f"{first.id} holds {first.kv} but {node.id} holds {node.kv}"
+                    FINAL_STATE,
+                    f"{first.id} holds {first.kv()} but {node.id} holds {node.kv()} "
+                    "(or their session tables differ)",
                 )
         for index, term, _, what in self.inv.acked:
             for node in self.nodes:
@@ -510,7 +512,7 @@ class Simulation:
                     )
 
     def check_history(self) -> None:
-        result = check_history(pair_events(self.clients.events), "kv", budget_s=CHECK_BUDGET_S)
+        result = check_history(pair_events(self.clients.history()), "kv", budget_s=CHECK_BUDGET_S)
         if result.verdict is NOT_LINEARIZABLE:
             raise Violation(LINEARIZABILITY, result.explanation)
         self.undecided = result.verdict is UNKNOWN
@@ -527,12 +529,15 @@ class Simulation:
     def synced(self, node: SimNode, first_index: int) -> None:
         self.inv.synced(node, first_index)
 
-    def applied(self, node: SimNode, entry: Entry, result: bool | None) -> None:
+    def applied(self, node: SimNode, entry: Entry) -> None:
         self.inv.applied(node, entry)
-        self.clients.applied(node, entry, result, self.step)
 
-    def read_state(self, node: SimNode, rs: ReadState) -> None:
-        self.clients.read_state(node, rs, self.step)
+    def replied(self, node: SimNode, reply: Reply) -> None:
+        self.clients.replied(node, reply, self.step)
+
+    @property
+    def now(self) -> int:
+        return self.step
 
     # -- trace and report ----------------------------------------------------
 

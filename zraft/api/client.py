@@ -24,7 +24,31 @@ from typing import Any
 
 import zmq
 
+from zraft.transport.sockets import connect_dealer, shared_context
+
 RETRYABLE = frozenset({"NO_LEADER", "NOT_LEADER", "TIMEOUT", "OVERLOADED", "SHUTTING_DOWN"})
+
+
+def send_request(sock: zmq.Socket, body: dict[str, Any], flags: int = 0) -> None:
+    """Send one request on a DEALER: an empty delimiter frame, then the JSON body.
+
+    The body must carry the fields the protocol wants (``cmd``, and ``id``
+    to match the reply). Raises zmq.Again with ``zmq.NOBLOCK`` in ``flags``.
+    """
+    sock.send_multipart([b"", json.dumps(body).encode()], flags)
+
+
+def recv_reply(sock: zmq.Socket, flags: int = 0) -> dict[str, Any] | None:
+    """Receive one reply from a DEALER; None when its body is not a JSON object.
+
+    Raises zmq.Again with ``zmq.NOBLOCK`` in ``flags`` and nothing waiting.
+    """
+    frames = sock.recv_multipart(flags)
+    try:
+        reply = json.loads(frames[-1])
+    except ValueError:
+        return None
+    return reply if isinstance(reply, dict) else None
 
 
 class ZraftError(Exception):
@@ -62,7 +86,7 @@ class Client:
         self.client_id = client_id or f"{uuid.uuid4().hex[:16]}-{os.getpid()}"
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
-        self._ctx = context or zmq.Context.instance()
+        self._ctx = context or shared_context()
         self._current = 0
         self._sock: zmq.Socket | None = None
         self.last_reply: dict[str, Any] = {}
@@ -72,10 +96,7 @@ class Client:
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
-            s = self._ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(self.endpoints[self._current])
-            self._sock = s
+            self._sock = connect_dealer(self._ctx, self.endpoints[self._current])
         return self._sock
 
     def _rotate(self) -> None:
@@ -136,7 +157,7 @@ class Client:
         for pos, body in enumerate(bodies):
             rid = next(self._ids)
             want[rid] = pos
-            sock.send_multipart([b"", json.dumps({**body, "id": rid}).encode()])
+            send_request(sock, {**body, "id": rid})
         out: list[dict[str, Any] | None] = [None] * len(bodies)
         deadline = time.monotonic() + self.timeout
         while want:
@@ -144,10 +165,8 @@ class Client:
             if left <= 0 or not sock.poll(left * 1000):
                 self._rotate()  # unanswered: the socket may hold stale replies now
                 break
-            frames = sock.recv_multipart()
-            try:
-                reply = json.loads(frames[-1])
-            except ValueError:
+            reply = recv_reply(sock)
+            if reply is None:
                 continue
             pos = want.pop(reply.get("id"), None)  # type: ignore[arg-type]
             if pos is not None:
@@ -171,6 +190,9 @@ class Client:
         return reply.get("result")
 
     # -- the built-in KV commands ---------------------------------------------
+    # One method per CommandSpec in zraft.builtin.kv.COMMANDS, named after the
+    # command ("del" is ``delete``), with the spec's arguments in order and
+    # ``stale`` for reads; tests/test_kv_surface.py keeps the two in step.
 
     def get(self, key: str, stale: bool = False) -> Any:
         return self.call("get", key=key, stale=stale)
@@ -181,14 +203,14 @@ class Client:
     def delete(self, key: str) -> bool:
         return self.call("del", key=key)
 
-    def exists(self, key: str) -> bool:
-        return self.call("exists", key=key)
+    def exists(self, key: str, stale: bool = False) -> bool:
+        return self.call("exists", key=key, stale=stale)
 
     def expire(self, key: str, ttl_ms: int) -> bool:
         return self.call("expire", key=key, ttl_ms=ttl_ms)
 
-    def ttl(self, key: str) -> int:
-        return self.call("ttl", key=key)
+    def ttl(self, key: str, stale: bool = False) -> int:
+        return self.call("ttl", key=key, stale=stale)
 
     def incr(self, key: str, by: int = 1) -> int:
         return self.call("incr", key=key, by=by)
@@ -196,11 +218,11 @@ class Client:
     def cas(self, key: str, expected: Any, value: Any, ttl_ms: int | None = None) -> dict[str, Any]:
         return self.call("cas", key=key, expected=expected, value=value, ttl_ms=ttl_ms)
 
-    def mget(self, keys: list[str]) -> list[Any]:
-        return self.call("mget", keys=keys)
+    def mget(self, keys: list[str], stale: bool = False) -> list[Any]:
+        return self.call("mget", keys=keys, stale=stale)
 
-    def keys(self, prefix: str = "", limit: int | None = None) -> list[str]:
-        return self.call("keys", prefix=prefix, limit=limit)
+    def keys(self, prefix: str = "", limit: int | None = None, stale: bool = False) -> list[str]:
+        return self.call("keys", prefix=prefix, limit=limit, stale=stale)
 
     def status(self) -> dict[str, Any]:
         return self.call("status")

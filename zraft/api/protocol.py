@@ -1,20 +1,37 @@
-"""The client wire protocol: one JSON object per request and per reply.
+"""The native client protocol: one JSON object per request and per reply. Pure.
 
 A plain ZeroMQ REQ socket speaks it: send one frame holding a UTF-8 JSON
 object, receive one frame holding the reply. DEALER clients send an empty
 delimiter frame first (as REQ does) or nothing, and may pipeline requests,
 matching replies by the ``id`` they chose. Documented in README.md
-("Client protocol"); pure functions, no sockets.
+("Client protocol"). This module is the only one that knows the JSON form;
+the request book works on ``Request`` and ``Reply`` values.
+
+Every request is checked before anything else sees it: size, UTF-8, JSON,
+envelope types, nesting depth, integer range and lone surrogates (which no
+reply could carry back). A reply is always encodable: text that cannot be
+written as UTF-8 is escaped, a result that is not JSON becomes an error.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+import re
 from typing import Any
+
+from zraft.api.codes import BAD_REQUEST, INTERNAL, TOO_LARGE
+from zraft.api.routes import Reply, Request
+
+log = logging.getLogger("zraft.api")
 
 ENVELOPE_KEYS = frozenset({"cmd", "id", "client", "seq", "stale", "forward", "fence"})
 MAX_ID_LEN = 128
+MAX_DEPTH = 64  # nesting of arrays and objects in one request
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # what msgpack (entries, forwards) can carry
+
+# Only these can make the walk below find something, so most requests skip it.
+_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|\d{19}")
 
 
 class RequestError(Exception):
@@ -26,44 +43,21 @@ class RequestError(Exception):
         self.message = message
 
 
-# Error codes. Retryable ones say so in README.md.
-BAD_REQUEST = "BAD_REQUEST"  # malformed JSON, wrong types, unknown command or argument
-TOO_LARGE = "TOO_LARGE"  # request above client.max_request_bytes
-NO_LEADER = "NO_LEADER"  # retryable: no leader known within the request timeout
-NOT_LEADER = "NOT_LEADER"  # retryable: "forward": false was asked, or leadership was lost
-TIMEOUT = "TIMEOUT"  # retryable with the same client/seq: the outcome is unknown
-OVERLOADED = "OVERLOADED"  # retryable: too many requests pending on this node
-SESSION_EXPIRED = "SESSION_EXPIRED"  # the (client, seq) is older than the session remembers
-INTERNAL = "INTERNAL"  # a plugin raised something other than CommandError
-SHUTTING_DOWN = "SHUTTING_DOWN"  # retryable elsewhere: the node is stopping
-FENCED = "FENCED"  # a write fenced to a term whose leadership is over: never applied
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A parsed client request: the command plus its envelope fields."""
-
-    command: dict[str, Any]  # {"cmd": name, **args}, not yet validated against the table
-    id: Any = None  # echoed back untouched (str or int)
-    client: str = ""  # session id for exactly-once writes ("" = no session)
-    seq: int = 0  # session sequence number, > 0 when client is set
-    stale: bool = False  # serve a read from local state without ReadIndex
-    forward: bool = True  # a follower forwards writes to the leader (else NOT_LEADER)
-    # A write is proposed only by the leader of this term, else FENCED (0: no fence).
-    # Ignored on reads. A leader payload's ctx.client() sets it to its term.
-    fence: int = 0
-
-
 def parse_request(frame: bytes, max_bytes: int) -> Request:
-    """Parse and check the envelope of one request frame; raise RequestError."""
+    """Parse and check one request frame; raise RequestError."""
     if len(frame) > max_bytes:
         raise RequestError(TOO_LARGE, f"request is {len(frame)} bytes; the limit is {max_bytes}")
     try:
         obj = json.loads(frame)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(BAD_REQUEST, f"request is not valid UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(BAD_REQUEST, f"request nests deeper than {MAX_DEPTH}") from None
     if not isinstance(obj, dict):
         raise RequestError(BAD_REQUEST, "request must be a JSON object")
+    if _SUSPECT.search(frame) or frame.count(b"[") + frame.count(b"{") > MAX_DEPTH:
+        for key, value in obj.items():
+            _check_value(value, _field(key), 1)
     cmd = obj.get("cmd")
     if not isinstance(cmd, str) or not cmd:
         raise RequestError(BAD_REQUEST, 'request needs "cmd": a command name (string)')
@@ -93,20 +87,65 @@ def parse_request(frame: bytes, max_bytes: int) -> Request:
     return Request(command, rid, client, seq if client else 0, stale, forward, fence)
 
 
-def reply_ok(result: Any, rid: Any, node: str, leader: str | None) -> bytes:
-    """Encode a success reply."""
-    return _dump({"ok": True, "result": result, "id": rid, "node": node, "leader": leader})
+def _field(key: Any) -> str:
+    return json.dumps(key, ensure_ascii=True)
 
 
-def reply_error(
-    code: str, message: str, rid: Any, node: str, leader: str | None, **extra: Any
-) -> bytes:
-    """Encode an error reply; ``extra`` adds fields such as ``leader_client``."""
-    body = {"ok": False, "error": code, "message": message, "id": rid, "node": node}
+def _check_value(value: Any, where: str, depth: int) -> None:
+    """Refuse what no entry or reply can carry: deep nesting, huge integers, lone surrogates."""
+    if depth > MAX_DEPTH:
+        raise RequestError(BAD_REQUEST, f"{where} nests deeper than {MAX_DEPTH}")
+    if isinstance(value, str):
+        _check_text(value, where)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not INT_MIN <= value <= INT_MAX:
+            raise RequestError(BAD_REQUEST, f"{where}: integer out of range (64 bits)")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_value(item, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, where)
+            _check_value(item, f"{where}.{_field(key)}", depth + 1)
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(BAD_REQUEST, f"{where}: text holds a lone surrogate") from None
+
+
+def encode_reply(reply: Reply, node: str, leader: str | None) -> bytes:
+    """Encode ``reply`` as sent by ``node``; never raises.
+
+    A forwarded write names the leader that served it (``served_by``).
+    """
+    o = reply.outcome
+    rid = reply.route.rid
+    if o.ok:
+        body: dict[str, Any] = {"ok": True, "result": o.result, "id": rid, "node": node}
+    else:
+        body = {"ok": False, "error": o.code, "message": o.message, "id": rid, "node": node}
     body["leader"] = leader
-    body.update(extra)
-    return _dump(body)
+    if reply.served_by is not None:
+        body["served_by"] = reply.served_by
+    body.update(reply.extra)
+    return dump(body)
 
 
-def _dump(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+def dump(body: dict[str, Any]) -> bytes:
+    """Serialize a reply object; escape what UTF-8 cannot hold, refuse what JSON cannot."""
+    try:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
+    except (TypeError, ValueError) as exc:
+        log.error("a reply could not be encoded as JSON: %s", exc)
+        error = {"ok": False, "error": INTERNAL, "message": f"the result is not JSON: {exc}"}
+        safe = {k: body.get(k) for k in ("id", "node", "leader") if _jsonable(body.get(k))}
+        return json.dumps({**error, **safe}, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int))

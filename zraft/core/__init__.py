@@ -2,9 +2,11 @@
 
 The one door is ``Raft`` (see ``zraft.core.raft``): ``tick``, ``step``,
 ``propose``, ``read_index``, ``campaign``, ``transfer_leader`` in;
-``ready``/``advance`` out.
+``ready``/``advance`` out; ``status()`` (a ``RaftStatus``) and
+``transfer_target()`` to observe.
 """
 
+from zraft.core.config import CoreConfig
 from zraft.core.log import RaftLog
 from zraft.core.messages import (
     NO_NODE,
@@ -14,13 +16,17 @@ from zraft.core.messages import (
     Message,
     MsgType,
     NodeId,
+    ReadContext,
+    ReadPurpose,
     ReadState,
     Ready,
     Role,
     SnapshotMeta,
     SoftState,
 )
-from zraft.core.raft import CoreConfig, NotLeader, ProposalDropped, Raft
+from zraft.core.quorum import MajorityConfig, VoteResult
+from zraft.core.raft import NotLeader, ProposalDropped, Raft
+from zraft.core.status import PeerProgress, RaftStatus
 
 __all__ = [
     "NO_NODE",
@@ -28,16 +34,22 @@ __all__ = [
     "Entry",
     "EntryKind",
     "HardState",
+    "MajorityConfig",
     "Message",
     "MsgType",
     "NodeId",
     "NotLeader",
+    "PeerProgress",
     "ProposalDropped",
     "Raft",
     "RaftLog",
+    "RaftStatus",
+    "ReadContext",
+    "ReadPurpose",
     "ReadState",
     "Ready",
     "Role",
     "SnapshotMeta",
     "SoftState",
+    "VoteResult",
 ]

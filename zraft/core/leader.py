@@ -1,13 +1,15 @@
-"""Leader behaviour: replication, commitment, CheckQuorum, ReadIndex, transfer.
+"""Leader behaviour: replication (Raft §5.3), commitment (§5.4.2), CheckQuorum
+(thesis §6.2), heartbeats that confirm reads (thesis §6.4) and leadership
+transfer (thesis §3.10).
 
-Functions here take the ``Raft`` as their first argument; ``Raft`` calls them
-while its role is LEADER (its step handler is ``step`` below).
+Functions here take the ``RaftState`` as their first argument; ``Raft`` calls
+them while its role is LEADER (its step handler is ``step`` below). The
+ReadIndex flow itself lives in ``zraft.core.reads``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import zraft.core.reads as reads
 from zraft.core.messages import (
     NO_NODE,
     Entry,
@@ -15,22 +17,17 @@ from zraft.core.messages import (
     Message,
     MsgType,
     NodeId,
-    ReadState,
 )
 from zraft.core.progress import Progress, ProgressState
-
-if TYPE_CHECKING:
-    from zraft.core.raft import Raft
+from zraft.core.state import RaftState
 
 
-def init(r: Raft) -> None:
+def init(r: RaftState) -> None:
     """Set up a new leader: fresh progress, then a no-op entry of its term (§5.4.2)."""
     nxt = r.log.last_index() + 1
     for peer in r.voters:
-        pr = Progress(nxt, r.cfg.max_inflight)
-        pr.recent_active = True  # a full election timeout of grace before CheckQuorum
-        r.progress[peer] = pr
-    r.last_active = {peer: r.now for peer in r.voters}
+        r.progress[peer] = Progress(nxt, r.cfg.max_inflight)
+    r.last_active = {peer: r.now for peer in r.voters}  # a full election timeout of grace
     r.progress[r.id].match_index = r.log.stable_index
     r.progress[r.id].become_replicate()
     # The no-op lets the leader commit entries of earlier terms by counting its
@@ -39,11 +36,11 @@ def init(r: Raft) -> None:
     r.append_pending = True
 
 
-def _entry(r: Raft, kind: EntryKind, data: bytes) -> Entry:
+def _entry(r: RaftState, kind: EntryKind, data: bytes) -> Entry:
     return Entry(r.term, r.log.last_index() + 1, kind, data)
 
 
-def tick(r: Raft) -> None:
+def tick(r: RaftState) -> None:
     """Count one tick as leader: heartbeats, CheckQuorum, transfer timeout."""
     r.heartbeat_elapsed += 1
     r.election_elapsed += 1
@@ -61,18 +58,18 @@ def tick(r: Raft) -> None:
         broadcast_heartbeat(r, r.reads.last_seq())
 
 
-def quorum_contact_tick(r: Raft) -> int:
+def quorum_contact_tick(r: RaftState) -> int:
     """Return the latest tick at which a quorum (self included) had been heard from."""
-    ticks = sorted((r.now if p == r.id else r.last_active[p] for p in r.voters), reverse=True)
-    return ticks[r.quorum - 1]
+    r.last_active[r.id] = r.now  # the leader always hears itself
+    return r.majority.quorum_contact(r.last_active)
 
 
-def has_quorum_contact(r: Raft) -> bool:
+def has_quorum_contact(r: RaftState) -> bool:
     """Tell whether a quorum was heard from within the last election timeout."""
     return r.now - quorum_contact_tick(r) < r.cfg.election_ticks
 
 
-def step(r: Raft, m: Message) -> None:
+def step(r: RaftState, m: Message) -> None:
     """Handle a current-term message as leader."""
     t = m.type
     pr = r.progress.get(m.src)
@@ -87,20 +84,16 @@ def step(r: Raft, m: Message) -> None:
         pr.free_first_one()  # appends lost in a partition must not pause it forever
         if pr.match_index < r.log.last_index():
             send_append(r, m.src)
-        if m.context:
-            seq = int.from_bytes(m.context, "big")
-            for read in r.reads.ack(seq, m.src, r.quorum):
-                _answer_read(r, read.requester, read.index, read.context)
+        reads.heartbeat_acked(r, m.src, m.context)
     elif t is MsgType.READ_INDEX:
-        handle_read(r, m.src, m.context)
+        reads.handle_read_request(r, m)
 
 
-def _mark_active(r: Raft, peer: NodeId) -> None:
-    r.progress[peer].recent_active = True
+def _mark_active(r: RaftState, peer: NodeId) -> None:
     r.last_active[peer] = r.now
 
 
-def _handle_append_response(r: Raft, m: Message, pr: Progress) -> None:
+def _handle_append_response(r: RaftState, m: Message, pr: Progress) -> None:
     if m.reject:
         hint = m.reject_hint
         if m.log_term > 0:
@@ -126,26 +119,25 @@ def _handle_append_response(r: Raft, m: Message, pr: Progress) -> None:
         r.send(MsgType.TIMEOUT_NOW, m.src)
 
 
-def maybe_commit(r: Raft) -> bool:
+def maybe_commit(r: RaftState) -> bool:
     """Advance commit to the highest index stored on a quorum, if of this term (§5.4.2)."""
-    matches = sorted((pr.match_index for pr in r.progress.values()), reverse=True)
-    candidate = matches[r.quorum - 1]
+    candidate = r.majority.committed_index({p: pr.match_index for p, pr in r.progress.items()})
     if candidate <= r.log.committed or r.log.term(candidate) != r.term:
         # Raft §5.4.2: never commit an earlier term's entry by counting replicas.
         return False
     r.log.commit_to(candidate)
-    _release_reads_awaiting_commit(r)
+    reads.release_awaiting_commit(r)
     return True
 
 
-def self_persisted(r: Raft) -> None:
+def self_persisted(r: RaftState) -> None:
     """Count the leader's own entries once they are durable (thesis §10.2.1)."""
     pr = r.progress[r.id]
     if pr.maybe_update(r.log.stable_index) and maybe_commit(r):
         broadcast_append(r, send_empty=True)
 
 
-def send_append(r: Raft, to: NodeId, send_empty: bool = True) -> bool:
+def send_append(r: RaftState, to: NodeId, send_empty: bool = True) -> bool:
     """Send ``to`` the entries it lacks, within budgets; return whether a message went."""
     pr = r.progress[to]
     if pr.is_paused():
@@ -174,14 +166,14 @@ def send_append(r: Raft, to: NodeId, send_empty: bool = True) -> bool:
     return True
 
 
-def broadcast_append(r: Raft, send_empty: bool) -> None:
+def broadcast_append(r: RaftState, send_empty: bool) -> None:
     """Send appends to every follower (with the current commit index)."""
     for peer in r.voters:
         if peer != r.id:
             send_append(r, peer, send_empty)
 
 
-def broadcast_heartbeat(r: Raft, read_seq: int) -> None:
+def broadcast_heartbeat(r: RaftState, read_seq: int) -> None:
     """Send heartbeats; ``read_seq`` tags them for ReadIndex confirmation (0 = none)."""
     ctx = read_seq.to_bytes(8, "big") if read_seq else b""
     for peer in r.voters:
@@ -191,7 +183,7 @@ def broadcast_heartbeat(r: Raft, read_seq: int) -> None:
             r.send(MsgType.HEARTBEAT, peer, commit=commit, context=ctx)
 
 
-def flush(r: Raft) -> None:
+def flush(r: RaftState) -> None:
     """Send what batched inputs left pending: new entries and read confirmations."""
     if r.append_pending:
         r.append_pending = False
@@ -203,38 +195,7 @@ def flush(r: Raft) -> None:
         broadcast_heartbeat(r, r.reads.last_seq())
 
 
-def handle_read(r: Raft, requester: NodeId, context: bytes) -> None:
-    """Register a ReadIndex request from ``requester`` (thesis §6.4)."""
-    if r.log.term(r.log.committed) != r.term:
-        # Until an entry of our term commits we do not know the commit index.
-        r.reads_awaiting_commit.append((requester, context))
-        return
-    _register_read(r, requester, context)
-
-
-def _register_read(r: Raft, requester: NodeId, context: bytes) -> None:
-    if r.quorum == 1:
-        _answer_read(r, requester, r.log.committed, context)
-        return
-    r.reads.add(r.log.committed, requester, context, r.id)
-    r.read_heartbeat_pending = True  # one heartbeat round confirms all reads of this batch
-
-
-def _release_reads_awaiting_commit(r: Raft) -> None:
-    if r.reads_awaiting_commit and r.log.term(r.log.committed) == r.term:
-        waiting, r.reads_awaiting_commit = r.reads_awaiting_commit, []
-        for requester, ctx in waiting:
-            _register_read(r, requester, ctx)
-
-
-def _answer_read(r: Raft, requester: NodeId, index: int, context: bytes) -> None:
-    if requester == r.id:
-        r.read_states.append(ReadState(index, context))
-    else:
-        r.send(MsgType.READ_INDEX_RESP, requester, index=index, context=context)
-
-
-def transfer(r: Raft, target: NodeId) -> None:
+def transfer(r: RaftState, target: NodeId) -> None:
     """Start moving leadership to ``target`` (thesis §3.10)."""
     if target == r.id or target not in r.progress:
         raise ValueError(f"cannot transfer leadership to {target!r}")
@@ -244,3 +205,13 @@ def transfer(r: Raft, target: NodeId) -> None:
         r.send(MsgType.TIMEOUT_NOW, target)
     else:
         send_append(r, target)
+
+
+def transfer_target(r: RaftState) -> NodeId:
+    """Return the voter other than self with the highest match index (NO_NODE if none)."""
+    best, best_match = NO_NODE, -1
+    for peer in r.voters:
+        pr = r.progress.get(peer)
+        if peer != r.id and pr is not None and pr.match_index > best_match:
+            best, best_match = peer, pr.match_index
+    return best

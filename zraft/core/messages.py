@@ -90,8 +90,9 @@ class Message:
     * VOTE_RESP / PRE_VOTE_RESP: ``reject``.
     * HEARTBEAT: ``commit`` (capped to what the follower matches), ``context``.
     * HEARTBEAT_RESP: ``context`` echoed.
-    * READ_INDEX: ``context``; READ_INDEX_RESP: ``index`` = read index, ``context``,
-      ``reject`` when the leader cannot serve it.
+    * READ_INDEX: ``context`` = an encoded ``ReadContext``; READ_INDEX_RESP:
+      ``index`` = read index, the same ``context``, ``reject`` when the leader
+      cannot serve it. The core ignores either when its context does not decode.
     * TIMEOUT_NOW: no payload.
     """
 
@@ -108,13 +109,54 @@ class Message:
     context: bytes = b""
 
 
+class ReadPurpose(enum.IntEnum):
+    """Who asked for a ReadIndex round. Values are stable: they go on the wire."""
+
+    CLIENT = 1  # a batch of client reads (the request book)
+    LEASE = 2  # a leader-payload lease probe (zraft/payload)
+
+
+_READ_PURPOSES = frozenset(int(p) for p in ReadPurpose)
+_SEQ_LIMIT = 1 << 64
+
+
+@dataclass(frozen=True, slots=True)
+class ReadContext:
+    """The tag of one ReadIndex request (thesis §6.4), returned in its ``ReadState``.
+
+    On the wire (``Message.context`` of READ_INDEX and READ_INDEX_RESP) it is
+    9 bytes: the purpose, then ``seq`` big-endian. ``seq`` is the caller's
+    own counter, unique per purpose while the read is pending.
+    """
+
+    purpose: ReadPurpose
+    seq: int  # 0 <= seq < 2**64
+
+    def __post_init__(self) -> None:
+        if self.purpose not in _READ_PURPOSES:
+            raise ValueError(f"unknown read purpose {self.purpose!r}")
+        if not 0 <= self.seq < _SEQ_LIMIT:
+            raise ValueError(f"read seq {self.seq} out of range")
+
+    def encode(self) -> bytes:
+        """Return the 9-byte wire form: purpose byte, then seq big-endian."""
+        return bytes((self.purpose,)) + self.seq.to_bytes(8, "big")
+
+    @staticmethod
+    def decode(data: bytes) -> ReadContext | None:
+        """Return the context ``data`` encodes, or None when it is not a valid one."""
+        if len(data) != 9 or data[0] not in _READ_PURPOSES:
+            return None
+        return ReadContext(ReadPurpose(data[0]), int.from_bytes(data[1:], "big"))
+
+
 @dataclass(frozen=True, slots=True)
 class ReadState:
     """A ReadIndex answer: the read tagged ``context`` may be served once
     ``last_applied >= index`` (thesis §6.4)."""
 
     index: int
-    context: bytes
+    context: ReadContext
     rejected: bool = False  # the leader could not confirm it (lost leadership): fail the read
 
 

@@ -26,7 +26,6 @@ class Progress:
         "probe_sent",
         "inflight",
         "max_inflight",
-        "recent_active",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -36,7 +35,6 @@ class Progress:
         self.probe_sent = False
         self.inflight: deque[int] = deque()  # last index of each append in flight
         self.max_inflight = max_inflight
-        self.recent_active = False  # heard from since the last CheckQuorum round
 
     def is_paused(self) -> bool:
         """Tell whether no new append may be sent now."""

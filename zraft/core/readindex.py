@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from zraft.core.messages import NodeId
+from zraft.core.messages import NodeId, ReadContext
+from zraft.core.quorum import MajorityConfig
 
 
 @dataclass(slots=True)
@@ -22,7 +23,7 @@ class PendingRead:
     seq: int  # the leader's own heartbeat context for this read
     index: int  # commit index when the read arrived
     requester: NodeId  # who asked: this node, or a follower that forwarded it
-    context: bytes  # the requester's own tag, returned with the answer
+    context: ReadContext  # the requester's own tag, returned with the answer
     acks: set[NodeId] = field(default_factory=set)
 
 
@@ -39,7 +40,9 @@ class ReadIndexQueue:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def add(self, index: int, requester: NodeId, context: bytes, self_id: NodeId) -> PendingRead:
+    def add(
+        self, index: int, requester: NodeId, context: ReadContext, self_id: NodeId
+    ) -> PendingRead:
         """Register a read at commit ``index``; the leader's own ack is implied."""
         read = PendingRead(self._next_seq, index, requester, context, {self_id})
         self._next_seq += 1
@@ -51,7 +54,7 @@ class ReadIndexQueue:
         """Return the heartbeat context that confirms every read now queued (0 if none)."""
         return self._queue[-1].seq if self._queue else 0
 
-    def ack(self, seq: int, voter: NodeId, quorum: int) -> list[PendingRead]:
+    def ack(self, seq: int, voter: NodeId, voters: MajorityConfig) -> list[PendingRead]:
         """Record ``voter``'s heartbeat ack for ``seq``; return reads now confirmed.
 
         An ack for ``seq`` confirms leadership after every read registered at
@@ -61,7 +64,7 @@ class ReadIndexQueue:
         if read is None:
             return []
         read.acks.add(voter)
-        if len(read.acks) < quorum:
+        if not voters.has_quorum(read.acks):
             return []
         released: list[PendingRead] = []
         while self._queue and self._queue[0].seq <= seq:

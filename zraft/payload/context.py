@@ -8,12 +8,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from zraft.api.client import Client
 from zraft.payload.fencing import Fence
-
-if TYPE_CHECKING:
-    from zraft.api.client import Client
+from zraft.payload.process import run_fenced
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +134,7 @@ class PayloadContext:
         frozen or killed. Its environment is ours plus ``environ()`` plus
         ``env``. Returns its exit code (128 + n when killed by signal n).
         """
-        from zraft.payload.process import run_fenced
-
-        code = run_fenced(self, list(argv), env, cwd)
+        code = run_fenced(self, list(argv), env, cwd, self.node.stop_grace_s)
         if self._on_process_exit is not None:
             self._on_process_exit(code)
         return code
@@ -150,8 +147,6 @@ class PayloadContext:
         after that leader's writes. ``retry_for`` (default: the time a
         payload has to return once told to stop) bounds one call's retries.
         """
-        from zraft.api.client import Client
-
         return Client(
             [self.node.client_endpoint],
             timeout=timeout,

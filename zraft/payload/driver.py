@@ -1,14 +1,17 @@
 """The driver's side of payloads: lease probes, the role gate, and the runner.
 
-``node.py`` owns one ``Payloads`` and calls it from its loop (driver
-thread only): ``on_tick`` every tick, ``on_read_state`` for every ReadIndex
-answer, ``on_soft_state`` on role changes, ``on_applied`` after applying.
-Nothing here blocks: hooks run on the runner's threads.
+The node (``zraft/node/loop.py``) owns one ``Payloads`` and calls it from
+its loop (driver thread only): ``on_tick`` every tick, ``on_read_state`` for
+every lease probe's ReadIndex answer, ``on_soft_state`` on role changes,
+``on_applied`` after applying. Nothing here blocks: hooks run on the
+runner's threads, and nothing here calls the core.
 
-The lease (``fencing.py``) is renewed by ReadIndex rounds the driver issues
-itself, once per heartbeat interval while it leads and some plugin has a
-leader payload: the time a round is issued is the start of the lease it
-buys (thesis §6.4.1), once a quorum has answered it.
+The lease (``fencing.py``) is renewed by ReadIndex rounds of purpose
+``LEASE``: ``on_tick`` returns a probe context once per heartbeat interval
+while the node leads and some plugin has a leader payload; the node starts
+the round and reports it with ``probe_issued``. The time a round is issued
+is the start of the lease it buys (thesis §6.4.1), once a quorum has
+answered it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from zraft.core import NotLeader, Role
+from zraft.core import RaftStatus, ReadContext, ReadPurpose, Role
 from zraft.metrics import Metrics
 from zraft.payload.context import NodeInfo
 from zraft.payload.fencing import (
@@ -29,17 +32,15 @@ from zraft.payload.fencing import (
     Kind,
     LeaderLease,
     RoleGate,
+    fencing_problem,
     lease_seconds,
 )
 from zraft.payload.runner import PayloadRunner
 
 if TYPE_CHECKING:
     from zraft.config import EnsembleConfig
-    from zraft.core import Raft
 
 log = logging.getLogger("zraft.payload")
-
-PROBE_PREFIX = b"L"  # lease probes: 9-byte ReadIndex contexts (client reads use 8 bytes)
 
 
 class Payloads:
@@ -56,35 +57,30 @@ class Payloads:
         p, r = config.payload, config.raft
         self.metrics = metrics
         self.lease = LeaderLease(lease_seconds(r.election_timeout_ms, r.tick_ms, p.clock_drift_ppm))
-        self.gate = RoleGate(p.hysteresis_ms / 1000.0, p.stop_grace_ms / 1000.0 + KILL_MARGIN_S)
+        self.gate = RoleGate(p.hysteresis_s, p.stop_grace_s + KILL_MARGIN_S)
         info = NodeInfo(
             node_id,
             config.name,
             config.node(node_id).client,
             config.path,
-            p.stop_grace_ms / 1000.0,
-            p.timeout_ms / 1000.0,
+            p.stop_grace_s,
+            p.timeout_s,
         )
         self.runner = PayloadRunner(
             pm,
             info,
-            timeout_s=p.timeout_ms / 1000.0,
+            timeout_s=p.timeout_s,
             metrics=metrics,
             settings=config.plugins.settings,
         )
         self.has_leader_payload = self.runner.wants("zraft_became_leader")
         self.wants_applied = self.runner.wants("zraft_applied")
         self.wants_committed = self.runner.wants("zraft_committed")
-        if self.has_leader_payload:
-            from zraft.config import lease_problem
-
-            problem = lease_problem(r, p)
-            if not r.check_quorum:
-                problem = "raft.check_quorum is false: the fence relies on the followers' lease"
-            if problem:
-                raise ValueError(f"a plugin has a leader payload, but {problem}")
-        self.probe_every_s = r.heartbeat_interval_ms / 1000.0
-        self._probes: dict[bytes, tuple[int, float]] = {}  # context -> (term, issued at)
+        problem = fencing_problem(r, p, self.has_leader_payload)
+        if problem:
+            raise ValueError(f"a plugin has a leader payload, but {problem}")
+        self.probe_every_s = r.heartbeat_interval_s
+        self._probes: dict[int, tuple[int, float]] = {}  # probe seq -> (term, issued at)
         self._seq = itertools.count(1)
         self._last_probe = -1e18
         self._role: tuple[Role, int] = (Role.FOLLOWER, -1)
@@ -110,38 +106,39 @@ class Payloads:
         if role is Role.CANDIDATE:
             self.runner.emit("zraft_became_candidate", role="candidate", term=term)
 
-    def on_read_state(self, context: bytes, rejected: bool) -> bool:
-        """Take a ReadIndex answer if it is a lease probe; return whether it was."""
-        if len(context) != 9 or not context.startswith(PROBE_PREFIX):
-            return False
-        probe = self._probes.pop(context, None)
+    def on_read_state(self, ctx: ReadContext, rejected: bool) -> None:
+        """Take the answer to a lease probe (a ReadIndex round of purpose LEASE)."""
+        probe = self._probes.pop(ctx.seq, None)
         if probe is not None and not rejected:
             had = self.lease.until
             self.lease.confirmed(*probe)
             if had == NEVER:
                 log.debug("term %d: first lease, until +%.3fs", probe[0], self.lease.lease_s)
-        return True
 
-    def on_tick(self, now: float, raft: Raft) -> None:
-        """Renew the lease, move the gate, and look for hooks that overran."""
+    def on_tick(self, now: float, st: RaftStatus) -> ReadContext | None:
+        """Move the gate and look for hooks that overran; return a lease probe to start, if due.
+
+        The caller starts the ReadIndex round for the returned context and
+        reports it with ``probe_issued`` (or drops it when the core refuses).
+        """
         if not self.runner.role_impls:  # no role payloads: no lease, no gate
             self.runner.check(now)
-            return
-        leading = raft.role is Role.LEADER
+            return None
+        leading = st.role is Role.LEADER
+        probe = None
         if leading and self.has_leader_payload and not self.stopping:
-            self._probe(now, raft)
+            probe = self._due_probe(now)
         if self.stopping:
             self.runner.check(now)
-            return
+            return probe
         if self.unfenced:
             self.lease.until = math.inf if leading else NEVER
-        log_ = raft.log
         desired = self.gate.update(
             now,
             is_leader=leading,
-            term=raft.term,
-            leader_id=raft.leader_id,
-            committed_in_term=log_.term(log_.committed) == raft.term,
+            term=st.term,
+            leader_id=st.leader_id,
+            committed_in_term=st.committed_in_term,
             lease=self.lease,
         )
         if desired is not self._last_desired:
@@ -151,22 +148,22 @@ class Payloads:
             self.runner.set_desired(desired, now)
         self.metrics.lease_remaining.set(max(0.0, self.lease.until - now) if leading else 0.0)
         self.runner.check(now)
+        return probe
 
     _last_desired: Any = None
 
-    def _probe(self, now: float, raft: Raft) -> None:
+    def _due_probe(self, now: float) -> ReadContext | None:
         if now - self._last_probe < self.probe_every_s:
-            return
+            return None
         # Drop probes too old to extend a lease that is still in the future.
-        stale = [c for c, (_, t) in self._probes.items() if t + self.lease.lease_s < now]
-        for c in stale:
-            del self._probes[c]
-        context = PROBE_PREFIX + next(self._seq).to_bytes(8, "big")
-        try:
-            raft.read_index(context)
-        except NotLeader:
-            return
-        self._probes[context] = (raft.term, now)
+        stale = [s for s, (_, t) in self._probes.items() if t + self.lease.lease_s < now]
+        for s in stale:
+            del self._probes[s]
+        return ReadContext(ReadPurpose.LEASE, next(self._seq))
+
+    def probe_issued(self, ctx: ReadContext, term: int, now: float) -> None:
+        """Record that the lease probe ``ctx`` went out in ``term`` at ``now``."""
+        self._probes[ctx.seq] = (term, now)
         self._last_probe = now
 
     def on_committed(self, index: int, term: int) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 NEVER = -math.inf
 # The keeper's SIGKILL lands this long before the lease ends, not at its last
@@ -46,6 +47,66 @@ KILL_MARGIN_S = 0.05
 def lease_seconds(election_timeout_ms: int, tick_ms: int, clock_drift_ppm: int) -> float:
     """Return how long a quorum acknowledgement keeps other leaders out, in seconds."""
     return (election_timeout_ms - tick_ms) / 1000.0 * (1.0 - clock_drift_ppm / 1e6)
+
+
+class RaftTiming(Protocol):
+    """The ``[raft]`` settings the lease depends on (``zraft.config.RaftConfig`` has them)."""
+
+    @property
+    def tick_ms(self) -> int: ...
+    @property
+    def heartbeat_interval_ms(self) -> int: ...
+    @property
+    def election_timeout_ms(self) -> int: ...
+    @property
+    def check_quorum(self) -> bool: ...
+
+
+class PayloadTiming(Protocol):
+    """The ``[payload]`` settings the lease depends on (``zraft.config.PayloadConfig``)."""
+
+    @property
+    def stop_grace_ms(self) -> int: ...
+    @property
+    def clock_drift_ppm(self) -> int: ...
+
+
+def lease_problem(raft: RaftTiming, payload: PayloadTiming) -> str | None:
+    """Tell why leader payloads cannot be fenced with these timings, or None if they can.
+
+    The lease must leave room for the payload's stop (SIGTERM, the grace,
+    ``KILL_MARGIN_S``) and for two heartbeat rounds to renew it. Checked by
+    the configuration when ``[payload] leader`` is set, and through
+    ``fencing_problem`` when a plugin has a leader payload.
+    """
+    r, p = raft, payload
+    lease_ms = 1000 * lease_seconds(r.election_timeout_ms, r.tick_ms, p.clock_drift_ppm)
+    margin_ms = 1000 * KILL_MARGIN_S
+    if p.stop_grace_ms + margin_ms + 2 * r.heartbeat_interval_ms < lease_ms:
+        return None
+    return (
+        f"{p.stop_grace_ms} ms leaves no room to renew the leader lease of {lease_ms:.0f} ms "
+        f"(payload.stop_grace_ms + {margin_ms:.0f} ms + 2 x raft.heartbeat_interval_ms must be "
+        "below it; lower it or raise raft.election_timeout_ms)"
+    )
+
+
+def fencing_problem(
+    raft: RaftTiming, payload: PayloadTiming, has_leader_payload: bool
+) -> str | None:
+    """Tell why a node's leader payloads cannot be fenced, or None if they can (or there are none).
+
+    ``has_leader_payload``: some plugin implements ``zraft_became_leader``.
+    The fence needs CheckQuorum (the followers' lease) and timings that
+    leave room to renew the lease (``lease_problem``). The node refuses to
+    start, and ``zraft check-config --node`` fails, with ``"a plugin has a
+    leader payload, but " + problem``.
+    """
+    if not has_leader_payload:
+        return None
+    if not raft.check_quorum:
+        return "raft.check_quorum is false: the fence relies on the followers' lease"
+    return lease_problem(raft, payload)
 
 
 class LeaderLease:

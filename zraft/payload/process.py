@@ -9,14 +9,34 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from zraft.payload.keeper import NOT_STARTED_FENCED, exit_code
 
-if TYPE_CHECKING:
-    from zraft.payload.context import PayloadContext
-
 RENEW_S = 0.02  # how often the payload thread looks at the fence and renews the keeper
+
+
+class Fenced(Protocol):
+    """What ``run_fenced`` needs from the payload it runs for (``PayloadContext`` is one).
+
+    Called from the payload thread that runs the command.
+    """
+
+    def deadline(self) -> float:
+        """Return the ``time.monotonic()`` at which the command must stop (inf: none)."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds; True once the command must stop."""
+        ...
+
+    def fence_lapsed(self) -> None:
+        """Record that the keeper saw the fence run out: this run is over."""
+        ...
+
+    def environ(self) -> dict[str, str]:
+        """Return the ``ZRAFT_*`` variables the command gets."""
+        ...
 
 
 def _send(keeper: subprocess.Popen[bytes], line: str) -> None:
@@ -57,11 +77,16 @@ class _Reports:
 
 
 def run_fenced(
-    ctx: PayloadContext, argv: list[str], env: Mapping[str, str] | None, cwd: str | None
+    ctx: Fenced,
+    argv: list[str],
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    grace_s: float,
 ) -> int:
     """Run ``argv`` under a keeper for as long as ``ctx`` is valid; return its exit code.
 
     Called on a payload thread, never on the driver. See ``PayloadContext.run``.
+    The keeper sends SIGKILL ``grace_s`` after SIGTERM.
     When the keeper stopped the command because the fence ran out by its
     clock, the context's fence is marked lapsed too, so the node starts a new
     run (with a new fence) rather than believing this one still runs. When
@@ -73,7 +98,6 @@ def run_fenced(
     deadline = ctx.deadline()
     if time.monotonic() >= deadline:
         return NOT_STARTED_FENCED
-    grace = ctx.node.stop_grace_s
     full_env = dict(os.environ)
     for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
         full_env.pop(key, None)  # systemd's notify protocol is the node's, not the payload's
@@ -83,7 +107,7 @@ def run_fenced(
     os.set_blocking(rfd, False)
     try:
         keeper = subprocess.Popen(
-            [sys.executable, "-m", "zraft.payload.keeper", "--grace", repr(grace)]
+            [sys.executable, "-m", "zraft.payload.keeper", "--grace", repr(grace_s)]
             + ["--deadline", repr(deadline), "--report-fd", str(wfd), "--", *argv],
             stdin=subprocess.PIPE,
             env=full_env,
@@ -105,7 +129,7 @@ def run_fenced(
                 _send(keeper, "inf" if math.isinf(deadline) else repr(deadline))
                 sent = deadline
         try:
-            code = keeper.wait(timeout=grace + 5.0)
+            code = keeper.wait(timeout=grace_s + 5.0)
         except subprocess.TimeoutExpired:
             keeper.kill()  # the keeper itself is stuck
             code = keeper.wait()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from zraft.core.messages import Entry, HardState, SnapshotMeta
 from zraft.storage import Recovered, StorageError, StorageStats
-from zraft.storage.wal import check_append
+from zraft.storage.records import check_append
 
 
 @dataclass

@@ -4,21 +4,7 @@ Layout: ``<dir>/wal/<seq:016x>-<first_index:016x>.wal``. ``seq`` counts segments
 from 1 and has no gaps; ``first_index`` is the index the segment was opened for
 (informational: replay order is ``seq`` order).
 
-Every record is a 13-byte header and a payload (little endian)::
-
-    [u32 length][u8 type][u32 payload_crc][u32 header_crc][payload: length bytes]
-
-``payload_crc`` is ``zlib.crc32`` of the payload and ``header_crc`` is
-``zlib.crc32`` of the 9 header bytes before it, so a damaged ``length`` (or any
-other header bit) is detected before it is trusted. Payloads:
-
-* ENTRY: ``<QQB`` term, index, kind, then the raw entry data;
-* HARD_STATE: ``<QQ`` term, commit, then voted_for in utf-8;
-* SNAPSHOT_MARK: ``snapshot.encode_meta`` (index, term, voters): the log starts
-  after ``index``.
-
-Replay applies records in order: a later ENTRY at index ``i`` discards every
-entry at ``i`` or above that came before it (a suffix overwrite, Raft §5.3).
+Records and their replay are defined in ``zraft.storage.records``.
 
 Recovery: in the last segment only, a torn final record was never
 acknowledged and is truncated. A record is torn when
@@ -46,55 +32,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from zraft.core.messages import Entry, EntryKind, HardState, SnapshotMeta
+from zraft.core.messages import Entry, HardState, SnapshotMeta
 from zraft.storage import CorruptionError, Recovered, StorageError, StorageStats
-from zraft.storage.snapshot import decode_meta, encode_meta, fsync_dir
+from zraft.storage.records import (
+    ENT,
+    ENTRY,
+    HEAD,
+    SNAPSHOT_MARK,
+    U32,
+    Replay,
+    check_append,
+    hard_state_record,
+    record,
+    scan,
+)
+from zraft.storage.snapshot import encode_meta, fsync_dir
 
 # StorageStats lives in zraft.storage; the import above also keeps
 # ``from zraft.storage.wal import StorageStats`` working.
 
-ENTRY = 1
-HARD_STATE = 2
-SNAPSHOT_MARK = 3
-
-HEADER = struct.Struct("<IBII")  # payload length, type, crc32(payload), header crc
-HEADER_SIZE = HEADER.size  # 13
-_HEAD = struct.Struct("<IBI")  # the checked part: length, type, crc32(payload)
-HEADER_CHECKED = _HEAD.size  # 9: header_crc is crc32 of the header's first 9 bytes
-_U32 = struct.Struct("<I")
-_ENT = struct.Struct("<QQB")  # term, index, kind
-_HS = struct.Struct("<QQ")  # term, commit
-_KINDS = {k.value: k for k in EntryKind}
 _SEGMENT_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
-
-
-def check_append(entries: Sequence[Entry], last_index: int, snapshot_index: int) -> None:
-    """Raise ValueError unless ``entries`` may follow a log ending at ``last_index``.
-
-    The first entry may overwrite a stored suffix (index <= ``last_index``) but
-    never a compacted entry (index <= ``snapshot_index``), and may not leave a
-    gap; the rest must be contiguous. After a compaction past the log's end,
-    ``last_index`` is the snapshot index, so the next entry is snapshot index + 1.
-    """
-    first = entries[0].index
-    if first <= snapshot_index:
-        raise ValueError(f"entry {first} is at or below the snapshot index {snapshot_index}")
-    if first > last_index + 1:
-        raise ValueError(f"entry {first} leaves a gap after the last index {last_index}")
-    expected = first
-    for entry in entries:
-        if entry.index != expected:
-            raise ValueError(f"entries not contiguous: {entry.index} where {expected} belongs")
-        expected += 1
-
-
-def _record(rtype: int, payload: bytes) -> bytes:
-    head = _HEAD.pack(len(payload), rtype, zlib.crc32(payload))
-    return head + _U32.pack(zlib.crc32(head)) + payload
-
-
-def _hard_state_record(hs: HardState) -> bytes:
-    return _record(HARD_STATE, _HS.pack(hs.term, hs.commit) + hs.voted_for.encode("utf-8"))
 
 
 @dataclass
@@ -103,60 +60,6 @@ class _Segment:
     seq: int
     max_index: int = 0  # highest entry index written to it; 0 when none
     size: int = 0
-
-
-class _Bad(Exception):
-    """A record that is well framed but makes no sense (becomes CorruptionError)."""
-
-
-class _Replay:
-    """Rebuilds the log, hard state and snapshot mark from records in order."""
-
-    def __init__(self) -> None:
-        self.log: list[Entry] = []
-        self.first = 0  # index of log[0]
-        self.hard_state = HardState()
-        self.mark = SnapshotMeta()
-        self.mark_seen = False
-
-    def entry(self, entry: Entry) -> None:
-        log = self.log
-        i = entry.index
-        if not log:
-            # Before any mark, whole segments may have been compacted away, so
-            # the surviving log may start anywhere; open() checks the start.
-            if self.mark_seen and i != self.mark.index + 1:
-                raise _Bad(f"entry {i} does not follow snapshot mark {self.mark.index}")
-            if i < 1:
-                raise _Bad("entry index 0")
-            self.first = i
-            log.append(entry)
-            return
-        nxt = self.first + len(log)
-        if i == nxt:
-            log.append(entry)
-            return
-        if i > nxt:
-            raise _Bad(f"entry {i} leaves a gap after {nxt - 1}")
-        if i <= self.mark.index:
-            raise _Bad(f"entry {i} overwrites compacted entries (mark {self.mark.index})")
-        # Suffix overwrite (§5.3): this entry replaces i and everything after.
-        if i <= self.first:
-            log.clear()
-            self.first = i
-        else:
-            del log[i - self.first :]
-        log.append(entry)
-
-    def snapshot_mark(self, meta: SnapshotMeta) -> None:
-        if meta.index < self.mark.index:
-            return  # never written by WalStorage; keep the newest compaction point
-        self.mark = meta
-        self.mark_seen = True
-        log = self.log
-        if log and meta.index >= self.first:
-            del log[: meta.index - self.first + 1]
-            self.first = meta.index + 1
 
 
 class WalStorage:
@@ -217,7 +120,7 @@ class WalStorage:
             if seg.seq != prev.seq + 1:
                 raise CorruptionError(str(seg.path), 0, f"segment {prev.seq + 1} is missing")
 
-        replay = _Replay()
+        replay = Replay()
         truncated = 0
         for n, seg in enumerate(segments):
             try:
@@ -225,7 +128,7 @@ class WalStorage:
             except OSError as exc:
                 raise StorageError(f"cannot read {seg.path}: {exc}") from exc
             is_last = n == len(segments) - 1
-            seg.size = self._scan(seg, buf, is_last, replay)
+            seg.size, seg.max_index = scan(str(seg.path), buf, is_last, replay)
             if is_last:
                 truncated = len(buf) - seg.size
         if replay.log and replay.first != replay.mark.index + 1:
@@ -264,13 +167,13 @@ class WalStorage:
         if entries:
             check_append(entries, self._last_index, self._snapshot.index)
         parts: list[bytes] = []
-        pack_head = _HEAD.pack
-        pack_u32 = _U32.pack
-        pack_entry = _ENT.pack
+        pack_head = HEAD.pack
+        pack_u32 = U32.pack
+        pack_entry = ENT.pack
         crc32 = zlib.crc32
         add = parts.append
         try:
-            for e in entries:  # _record, inlined: this loop is the hot path
+            for e in entries:  # record(), inlined: this loop is the hot path
                 payload = pack_entry(e.term, e.index, e.kind) + e.data
                 head = pack_head(len(payload), ENTRY, crc32(payload))
                 add(head)
@@ -280,7 +183,7 @@ class WalStorage:
             # power loss keeps it, recovery either finds every entry before it or stops
             # at a bad record, so a surviving commit index never covers lost entries.
             if hard_state is not None:
-                add(_hard_state_record(hard_state))
+                add(hard_state_record(hard_state))
         except struct.error as exc:  # negative or > u64 numbers, data over 4 GiB
             raise ValueError(f"cannot encode record: {exc}") from exc
         if parts:
@@ -308,7 +211,7 @@ class WalStorage:
             return
         # The hard state goes with the mark so that deleting older segments
         # can never lose the newest term and vote.
-        blob = _record(SNAPSHOT_MARK, encode_meta(snapshot)) + _hard_state_record(self._hard_state)
+        blob = record(SNAPSHOT_MARK, encode_meta(snapshot)) + hard_state_record(self._hard_state)
         self._write(blob, max(self._last_index, snapshot.index) + 1)
         self._fsync()
         self._snapshot = snapshot
@@ -343,86 +246,6 @@ class WalStorage:
             raise StorageError("WAL unusable after an earlier I/O failure")
         if self._fd is None:
             raise RuntimeError("WalStorage is not open")
-
-    def _scan(self, seg: _Segment, buf: bytes, is_last: bool, replay: _Replay) -> int:
-        """Replay the records of one segment; return where its valid data ends."""
-        where = str(seg.path)
-        n = len(buf)
-        view = memoryview(buf)
-        unpack_header = HEADER.unpack_from
-        unpack_entry = _ENT.unpack_from
-        crc32 = zlib.crc32
-        hsize = HEADER_SIZE
-        checked = HEADER_CHECKED
-        esize = _ENT.size
-        kinds = _KINDS
-        max_index = 0
-        off = 0
-        # (reason, where the bad record (or its bad header) ends, or None when it
-        # runs past end of file)
-        bad: tuple[str, int | None] | None = None
-        while off < n:
-            if n - off < hsize:
-                bad = ("record header truncated", None)
-                break
-            length, rtype, crc, header_crc = unpack_header(buf, off)
-            body = off + hsize
-            if crc32(view[off : off + checked]) != header_crc:
-                # The length is garbage: only zeros after the header make it torn.
-                bad = ("header checksum mismatch", body)
-                break
-            end = body + length
-            if end > n:
-                bad = (f"record of {length} bytes extends past end of file ({n})", None)
-                break
-            if crc32(view[body:end]) != crc:
-                bad = ("payload checksum mismatch", end)
-                break
-            try:
-                if rtype == ENTRY:
-                    if length < esize:
-                        raise _Bad("entry record too short")
-                    term, index, kind = unpack_entry(buf, body)
-                    entry_kind = kinds.get(kind)
-                    if entry_kind is None:
-                        raise _Bad(f"unknown entry kind {kind}")
-                    replay.entry(Entry(term, index, entry_kind, buf[body + esize : end]))
-                    if index > max_index:
-                        max_index = index
-                elif rtype == HARD_STATE:
-                    if length < _HS.size:
-                        raise _Bad("hard state record too short")
-                    term, commit = _HS.unpack_from(buf, body)
-                    voted_for = buf[body + _HS.size : end].decode("utf-8")
-                    replay.hard_state = HardState(term=term, voted_for=voted_for, commit=commit)
-                elif rtype == SNAPSHOT_MARK:
-                    replay.snapshot_mark(decode_meta(view[body:end]))
-                else:
-                    raise _Bad(f"unknown record type {rtype}")
-            except (_Bad, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-                raise CorruptionError(where, off, str(exc)) from None
-            off = end
-        seg.max_index = max_index
-        if bad is not None:
-            return self._bad_tail(where, buf, off, is_last, *bad)
-        return off
-
-    @staticmethod
-    def _bad_tail(
-        where: str, buf: bytes, off: int, is_last: bool, reason: str, end: int | None
-    ) -> int:
-        """Return ``off`` if the bad record at ``off`` is a torn tail, else raise.
-
-        Torn means: in the last segment, the record runs past end of file
-        (``end`` is None: a short header, or a valid header whose payload is
-        cut), or only zero bytes follow ``end`` (the end of the record, or of
-        its header when the header check failed: a file extended but not fully
-        written). Other data after a bad record means acknowledged records may
-        follow: that is corruption.
-        """
-        if is_last and (end is None or buf.count(0, end) == len(buf) - end):
-            return off
-        raise CorruptionError(where, off, reason)
 
     def _segment_path(self, seq: int, first_index: int) -> Path:
         return self.wal_dir / f"{seq:016x}-{first_index:016x}.wal"

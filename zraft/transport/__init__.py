@@ -1,32 +1,13 @@
-"""The peer transport: a pure wire codec and a ZeroMQ ROUTER/DEALER mesh.
+"""The peer transport: a socket factory, a pure wire codec and a ROUTER/DEALER mesh.
 
-``codec`` turns ``Message``/``Forward``/``ForwardReply`` values into frames
-and validates every frame from a peer; ``mesh`` moves opaque frames between
-nodes and never decodes them. The driver joins the two.
+* ``sockets``: the one place ZeroMQ contexts and sockets are made (LINGER,
+  limits, and later CURVE keys); the client library uses it too.
+* ``codec``: ``Message``/``Forward``/``ForwardReply`` values to frames and
+  back, validating every frame from a peer; pure.
+* ``mesh``: ``PeerMesh`` moves opaque frames between nodes and never decodes
+  them. The driver joins the two.
+
+Import from the submodules: this package imports nothing itself, so that a
+client (``zraft.api.client``) gets the socket factory without the codec and
+the Raft core behind it.
 """
-
-from zraft.transport.codec import (
-    DEFAULT_LIMITS,
-    REASONS,
-    WIRE_VERSION,
-    DecodeError,
-    Forward,
-    ForwardReply,
-    Limits,
-    decode,
-    encode,
-)
-from zraft.transport.mesh import PeerMesh
-
-__all__ = [
-    "DEFAULT_LIMITS",
-    "REASONS",
-    "WIRE_VERSION",
-    "DecodeError",
-    "Forward",
-    "ForwardReply",
-    "Limits",
-    "PeerMesh",
-    "decode",
-    "encode",
-]

@@ -18,16 +18,13 @@ from collections.abc import Callable, Mapping
 
 import zmq
 
-from zraft.transport.codec import DEFAULT_LIMITS, Limits
+from zraft.transport import sockets
+from zraft.transport.wire import DEFAULT_LIMITS, Limits
 
 __all__ = ["PeerMesh"]
 
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 1000
-# ZMTP heartbeats close a connection whose peer has gone silent (host down,
-# cable cut) so that IMMEDIATE stops queueing frames to it.
-HEARTBEAT_IVL_MS = 1000
-HEARTBEAT_TIMEOUT_MS = 3000
 
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -85,41 +82,36 @@ class PeerMesh:
         self._dealers: dict[str, zmq.Socket] = {}
         self._closed = False
 
-        self._router = ctx.socket(zmq.ROUTER)
+        # A restarted peer reconnects with the same id before its old
+        # connection times out; without handover its frames would wait on the
+        # dead connection until the heartbeat timeout.
+        self._router = sockets.bind_router(
+            ctx,
+            bind,
+            max_msg_bytes=limits.max_frame_bytes,
+            rcvhwm=sndhwm,
+            handover=True,
+            heartbeats=True,
+        )
         try:
-            self._router.setsockopt(zmq.LINGER, 0)
-            # A restarted peer reconnects with the same id before its old
-            # connection times out; without handover its frames would wait
-            # on the dead connection until the heartbeat timeout.
-            self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            self._router.setsockopt(zmq.MAXMSGSIZE, limits.max_frame_bytes)
-            self._router.setsockopt(zmq.RCVHWM, sndhwm)
-            self._set_heartbeats(self._router)
-            self._router.bind(bind)
             self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
             """The bound endpoint (with the real port when ``bind`` asked for ``*``)."""
             for peer, endpoint in peers.items():
-                dealer = ctx.socket(zmq.DEALER)
-                self._dealers[peer] = dealer
-                dealer.setsockopt(zmq.LINGER, 0)
-                # Queue only to a live connection: a frame for a peer that is
-                # down is dropped now (EAGAIN), not delivered stale later.
-                dealer.setsockopt(zmq.IMMEDIATE, 1)
-                dealer.setsockopt(zmq.SNDHWM, sndhwm)
-                dealer.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
-                dealer.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
-                dealer.setsockopt(zmq.ROUTING_ID, node_id.encode())
-                self._set_heartbeats(dealer)
-                dealer.connect(endpoint)
+                # IMMEDIATE: queue only to a live connection; a frame for a peer
+                # that is down is dropped now (EAGAIN), not delivered stale later.
+                self._dealers[peer] = sockets.connect_dealer(
+                    ctx,
+                    endpoint,
+                    routing_id=node_id.encode(),
+                    immediate=True,
+                    sndhwm=sndhwm,
+                    reconnect_ivl_ms=RECONNECT_IVL_MS,
+                    reconnect_ivl_max_ms=RECONNECT_IVL_MAX_MS,
+                    heartbeats=True,
+                )
         except BaseException:
             self.close()
             raise
-
-    @staticmethod
-    def _set_heartbeats(sock: zmq.Socket) -> None:
-        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
 
     @property
     def socket(self) -> zmq.Socket:

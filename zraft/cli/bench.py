@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from typing import Any
 
-import zmq
-
-from zraft.status import collect
+from zraft.api.fanout import pipelined_load, status_all
+from zraft.cli.common import add_target, endpoints
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,65 +68,16 @@ def run_phase(
     endpoint: str, name: str, make: Any, total: int, conns: int, depth: int
 ) -> dict[str, Any]:
     """Keep ``conns`` x ``depth`` requests in flight until ``total`` are answered."""
-    ctx = zmq.Context.instance()
-    socks = []
-    poller = zmq.Poller()
-    for _ in range(conns):
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(endpoint)
-        poller.register(s, zmq.POLLIN)
-        socks.append(s)
-    client = f"bench-{os.getpid()}-{time.monotonic_ns()}"
-    sent_at: dict[int, float] = {}
-    lat: list[float] = []
-    errors = 0
-    next_id = 1
-    done = 0
-
-    def send(sock: zmq.Socket) -> None:
-        nonlocal next_id
-        rid = next_id
-        next_id += 1
-        body = make(rid)
-        body.update(id=rid, client=client, seq=rid)
-        sent_at[rid] = time.perf_counter()
-        sock.send_multipart([b"", json.dumps(body).encode()])
-
-    start = time.perf_counter()
-    for s in socks:
-        for _ in range(min(depth, total)):
-            if next_id <= total:
-                send(s)
-    deadline = time.monotonic() + max(60.0, total / 100)
-    while done < total and time.monotonic() < deadline:
-        for s, _ in poller.poll(1000):
-            while True:
-                try:
-                    frames = s.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                reply = json.loads(frames[-1])
-                t0 = sent_at.pop(reply.get("id"), None)
-                if t0 is None:
-                    continue
-                done += 1
-                if reply.get("ok"):
-                    lat.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
-                if next_id <= total:
-                    send(s)
-    elapsed = time.perf_counter() - start
-    for s in socks:
-        s.close(linger=0)
-    return _summary(name, len(lat), errors + (total - done), elapsed, lat)
+    res = pipelined_load(endpoint, make, total, conns, depth)
+    return _summary(
+        name, len(res.latencies), res.errors + res.unanswered, res.elapsed, res.latencies
+    )
 
 
-def find_target(endpoints: list[str], target: str) -> str:
+def find_target(candidates: list[str], target: str) -> str:
     """Return the client endpoint of the leader (or of a follower)."""
     for _ in range(100):
-        rows = collect(endpoints, timeout=1.0)
+        rows = status_all(candidates, timeout=1.0)
         up = [r for r in rows if r["status"]]
         for r in up:
             role = r["status"]["role"]
@@ -138,11 +87,9 @@ def find_target(endpoints: list[str], target: str) -> str:
     raise SystemExit("bench: no leader found; is the ensemble running? (zraft status)")
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run the selected phases and print one line per phase."""
-    from zraft.cli import _endpoints
-
-    endpoint = find_target(_endpoints(args), args.target)
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the selected phases and print one line per phase; 1 when a phase had errors."""
+    endpoint = find_target(endpoints(args), args.target)
     value = "x" * args.value_size
     nkeys = 10000
 
@@ -176,3 +123,11 @@ def main(args: argparse.Namespace) -> int:
         with open(args.out, "w") as f:
             json.dump({"target": endpoint, "results": results}, f, indent=2)
     return 0 if all(r["errors"] == 0 for r in results) else 1
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``bench`` to the ``zraft`` subparsers."""
+    p = sub.add_parser("bench", help="benchmark a running ensemble: writes/s, reads/s, p50/p99")
+    add_target(p)
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,62 @@
+"""The follower's step handler and AppendEntries handling (Raft §5.2, §5.3).
+
+A follower answers its current leader's appends and heartbeats, resets its
+election timer on each (§5.2), starts an election at once on TIMEOUT_NOW
+(thesis §3.10), and relays ReadIndex answers for reads it forwarded
+(thesis §6.4.1). Vote requests are handled before the role handler, in
+``zraft.core.election``.
+"""
+
+from __future__ import annotations
+
+import zraft.core.reads as reads
+from zraft.core.messages import Message, MsgType
+from zraft.core.state import RaftState
+
+
+def step(r: RaftState, m: Message) -> None:
+    """Handle a current-term message as follower."""
+    t = m.type
+    if t is MsgType.APPEND:
+        r.election_elapsed = 0
+        r.set_leader(m.src)
+        handle_append(r, m)
+    elif t is MsgType.HEARTBEAT:
+        r.election_elapsed = 0
+        r.set_leader(m.src)
+        r.log.commit_to(min(m.commit, r.log.last_index()))
+        r.send(MsgType.HEARTBEAT_RESP, m.src, context=m.context)
+    elif t is MsgType.TIMEOUT_NOW:
+        r.campaign(transfer=True)
+    elif t is MsgType.READ_INDEX_RESP:
+        reads.forwarded_answer(r, m)
+    elif t is MsgType.READ_INDEX:
+        # We are not the leader; let the asker fail fast and retry elsewhere.
+        reads.refuse(r, m)
+
+
+def handle_append(r: RaftState, m: Message) -> None:
+    """Apply an AppendEntries from the current leader and answer it (Raft §5.3)."""
+    log = r.log
+    if m.index < log.committed:
+        # Everything up to commit is already settled; tell the leader so.
+        r.send(MsgType.APPEND_RESP, m.src, index=log.committed)
+        return
+    prev_term = m.log_term
+    if "skip_prev_log_check" in r.cfg.unsafe and m.index <= log.last_index():
+        prev_term = log.term(m.index) or 0  # negative control: pretend the prev entry matches
+    last_new = log.maybe_append(m.index, prev_term, m.commit, m.entries)
+    if last_new is not None:
+        r.send(MsgType.APPEND_RESP, m.src, index=last_new)
+        return
+    # Raft §5.3: the consistency check failed. Hint the leader past whole
+    # terms that cannot match (thesis §3.5 optimisation, etcd style).
+    hint_index, hint_term = log.find_conflict_by_term(min(m.index, log.last_index()), m.log_term)
+    r.send(
+        MsgType.APPEND_RESP,
+        m.src,
+        index=m.index,
+        reject=True,
+        reject_hint=hint_index,
+        log_term=hint_term,
+    )

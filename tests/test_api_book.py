@@ -174,3 +174,12 @@ def test_closing_answers_everything_and_writes_hear_their_outcome_is_unknown() -
 def _entry(book: RequestBook, index: int, term: int) -> Entry:
     data = book.replica.command_data(1000, "", 0, {"cmd": "set", "key": "k", "value": 1})
     return Entry(term, index, data=data)
+
+
+def test_a_write_whose_index_is_reused_by_a_later_proposal_is_answered_as_lost() -> None:
+    # Review finding: a second proposal at the same index (this node led, was
+    # truncated, and leads again) overwrote the first, which was never answered.
+    book = make_book()
+    book.proposed(write(book), 5, 3)
+    book.proposed(write(book, rid=2), 5, 4)
+    assert codes_of(book) == [codes.NOT_LEADER] and book.lost == 1 and len(book.writes) == 1

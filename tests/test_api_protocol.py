@@ -82,8 +82,8 @@ def test_forwards_round_trip_and_refuse_garbage() -> None:
     req = Request({"cmd": "set", "key": "k", "value": None}, 5, "c", 9, False, True, 4)
     back = forwarding.decode_request(forwarding.encode_request(req))
     assert back == Request(req.command, 5, "c", 9, False, False, 4)  # the leader never forwards
-    data = forwarding.encode_reply(Outcome.error("X", "y"), {"a": 1}, "n1")
-    assert forwarding.decode_reply(data) == (Outcome.error("X", "y"), {"a": 1}, "n1")
+    data = forwarding.encode_reply(Outcome.error("X", "y"), {"leader_client": "x"}, "n1")
+    assert forwarding.decode_reply(data) == (Outcome.error("X", "y"), {"leader_client": "x"}, "n1")
     for bad in (b"", b"\xc1", forwarding.encode_reply(Outcome.success(1), {}, "n1")[:-1]):
         with pytest.raises(forwarding.ForwardError):
             forwarding.decode_request(bad)
@@ -99,3 +99,24 @@ def test_forwards_round_trip_and_refuse_garbage() -> None:
 def test_dump_never_raises() -> None:
     assert json.loads(protocol.dump({"ok": True, "result": float("nan")}))  # NaN is tolerated
     assert json.loads(protocol.dump({"id": b"x", "result": object()}))["error"] == codes.INTERNAL
+
+
+def test_encoded_surrogates_in_raw_bytes_are_refused_too() -> None:
+    # Review finding: json.loads(bytes) let CESU-style surrogate bytes through, and a
+    # parked write holding one crashed the node when it was retried.
+    frame = b'{"cmd":"set","key":"k","value":"\xed\xa0\x80"}'
+    assert refused(frame).code == codes.BAD_REQUEST
+
+
+def test_a_reply_too_deep_for_json_becomes_an_error_not_a_crash() -> None:
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    body = json.loads(encode_reply(Reply(Route(rid=1), Outcome.success(deep)), "n1", None))
+    assert body["error"] == codes.INTERNAL and body["id"] == 1
+
+
+def test_a_forwarded_reply_may_not_overwrite_the_replys_own_fields() -> None:
+    data = forwarding.encode_reply(Outcome.success(1), {"node": "evil", "id": "forged"}, "n1")
+    with pytest.raises(forwarding.ForwardError, match="may not have"):
+        forwarding.decode_reply(data)

@@ -140,6 +140,11 @@ class RequestBook:
         if "ack_before_commit" in self.unsafe:  # negative control: acknowledged, not committed
             self._replies.append(Reply(p.route, Outcome.success(True), index=index, term=term))
             return
+        older = self.writes.get(index)
+        if older is not None:  # our earlier entry at this index was overwritten: lost
+            self.lost += 1
+            msg = "leadership changed before the write committed; retry"
+            self.answer(older.route, Outcome.error(codes.NOT_LEADER, msg))
         self.writes[index] = p
 
     def next_forward_id(self) -> int:

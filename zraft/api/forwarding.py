@@ -18,6 +18,7 @@ from zraft.api.routes import Request
 from zraft.statemachine import Outcome
 
 VERSION = 1
+EXTRA_KEYS = frozenset({"leader_client"})  # what a reply may add to its own fields
 
 
 class ForwardError(ValueError):
@@ -64,6 +65,8 @@ def decode_reply(data: bytes) -> tuple[Outcome, dict[str, Any], str]:
     _, wire, extra, served_by = obj
     if not isinstance(extra, dict) or not isinstance(served_by, str):
         raise ForwardError("a forwarded reply has a field of the wrong type")
+    if set(extra) - EXTRA_KEYS or not all(v is None or isinstance(v, str) for v in extra.values()):
+        raise ForwardError("a forwarded reply carries fields a reply may not have")
     try:
         outcome = Outcome.from_wire(wire)
     except ValueError as exc:

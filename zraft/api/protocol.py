@@ -48,7 +48,8 @@ def parse_request(frame: bytes, max_bytes: int) -> Request:
     if len(frame) > max_bytes:
         raise RequestError(TOO_LARGE, f"request is {len(frame)} bytes; the limit is {max_bytes}")
     try:
-        obj = json.loads(frame)
+        # Strict UTF-8 first: json.loads(bytes) would let encoded surrogates through.
+        obj = json.loads(frame.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(BAD_REQUEST, f"request is not valid UTF-8 JSON: {exc}") from None
     except RecursionError:
@@ -140,7 +141,7 @@ def dump(body: dict[str, Any]) -> bytes:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     except UnicodeEncodeError:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         log.error("a reply could not be encoded as JSON: %s", exc)
         error = {"ok": False, "error": INTERNAL, "message": f"the result is not JSON: {exc}"}
         safe = {k: body.get(k) for k in ("id", "node", "leader") if _jsonable(body.get(k))}

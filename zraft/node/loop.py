@@ -55,6 +55,9 @@ from zraft.view import NodeView
 
 log = logging.getLogger("zraft.node")
 
+KNOWN_RESULTS = frozenset(
+    {"ok", "BAD_ARG", "WRONG_TYPE", "OVERFLOW"} | {v for k, v in vars(codes).items() if k.isupper()}
+)
 STATUS_INTERVAL_S = 1.0  # STATUS= refresh (commit, applied) when systemd runs no watchdog
 
 
@@ -276,12 +279,20 @@ class Node:
                 self.metrics.decode_errors.labels(peer, exc.reason).inc()
                 log.warning("dropped a bad frame from peer %s: %s", peer, exc)
                 continue
-            if isinstance(obj, Forward):
-                if not self.shell.forwarded(peer, obj.fwd_id, obj.request, now, wall_ms):
-                    self.metrics.decode_errors.labels(peer, "bad_forward").inc()
-            elif isinstance(obj, ForwardReply):
-                if not self.shell.forward_answered(obj.fwd_id, obj.reply):
-                    self.metrics.decode_errors.labels(peer, "bad_forward_reply").inc()
+            if isinstance(obj, Forward | ForwardReply):
+                try:
+                    if isinstance(obj, Forward):
+                        ok = self.shell.forwarded(peer, obj.fwd_id, obj.request, now, wall_ms)
+                    else:
+                        ok = self.shell.forward_answered(obj.fwd_id, obj.reply)
+                except StorageError:
+                    raise
+                except Exception:  # a peer's bad forward must never take the node down
+                    log.exception("internal error while handling a forward from %s", peer)
+                    ok = False
+                if not ok:
+                    kind = "bad_forward" if isinstance(obj, Forward) else "bad_forward_reply"
+                    self.metrics.decode_errors.labels(peer, kind).inc()
             elif obj.src != peer or obj.dst != self.id:
                 self.metrics.decode_errors.labels(peer, "wrong_src").inc()
                 log.warning(
@@ -388,13 +399,17 @@ class Node:
         """Answer a local client, or the follower that forwarded the request."""
         route, outcome = reply.route, reply.outcome
         result = "ok" if outcome.ok else outcome.code
+        if result not in KNOWN_RESULTS:
+            result = "other"  # a plugin's own code or a peer's: never an unbounded label
         if route.peer:
             self.observer.replied(route.command, result, None, False)
             data = forwarding.encode_reply(outcome, reply.extra, self.id)
             self.mesh.send(route.peer, encode(ForwardReply(route.fwd_id, data)))
             return
         waited = time.monotonic() - route.started
-        self.observer.replied(route.command, result, waited, reply.relayed)
+        # A relayed write was counted by the leader that served it: time it only.
+        command = None if reply.relayed else route.command
+        self.observer.replied(command, result, waited, reply.relayed)
         self.endpoint.send(reply, self.id, self.shell.soft.leader_id or None)
 
     def on_applied(self, entries: tuple[Entry, ...]) -> None:

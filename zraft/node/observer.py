@@ -86,13 +86,17 @@ class Observer:
 
     # -- requests -------------------------------------------------------------
 
-    def replied(self, command: str, result: str, waited_s: float | None, relayed: bool) -> None:
-        """Count one reply (``command`` is a declared name or "?": never client text)."""
-        key = (command, result)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.metrics.client_requests.labels(*key)
-        child.inc()
+    def replied(
+        self, command: str | None, result: str, waited_s: float | None, relayed: bool
+    ) -> None:
+        """Count one reply (``command`` is a declared name or "?", never client text;
+        None: not counted here) and time it when it was local."""
+        if command is not None:
+            key = (command, result)
+            child = self._requests.get(key)
+            if child is None:
+                child = self._requests[key] = self.metrics.client_requests.labels(*key)
+            child.inc()
         if waited_s is not None:
             self._duration["relayed" if relayed else "local"].observe(waited_s)
 

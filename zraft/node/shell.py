@@ -23,10 +23,11 @@ stamps); the shell reads no clock.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Protocol
 
-from zraft.api import forwarding
+from zraft.api import codes, forwarding
 from zraft.api.book import Leadership, RequestBook, WriteStep
 from zraft.api.routes import Pending, Reply, Request, Route
 from zraft.core import (
@@ -45,6 +46,9 @@ from zraft.core import (
     SoftState,
 )
 from zraft.replica import Replica
+from zraft.statemachine import Outcome
+
+log = logging.getLogger("zraft.node")
 
 CLOCK_MIN_INTERVAL_S = 0.05  # at most 20 clock entries per second for TTL expiry
 MAX_READYS_PER_ROUND = 64
@@ -275,8 +279,13 @@ class Shell:
         for p in self.book.take_waiting():
             if p.read:
                 self.book.batch.append(p)
-            else:
+                continue
+            try:
                 self._write(p)
+            except Exception:  # a bug serving one request fails that request, never the node
+                log.exception("internal error while retrying a client request")
+                msg = "internal error (logged); the write was not proposed"
+                self.book.answer(p.route, Outcome.error(codes.INTERNAL, msg))
 
     def _deliver(self) -> None:
         for reply in self.book.take_replies():

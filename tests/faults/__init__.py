@@ -17,6 +17,6 @@ skipped. Nothing ever addresses an IP outside loopback or the runner's own
 namespaces; every process is started, signalled and reaped by its pid.
 
 Entry points: ``python -m tests.faults.run`` (one scenario), ``python -m
-tests.faults.soak`` (random scenarios), ``tests/test_faults.py`` (the CI slice)
-and ``tests/test_faults_controls.py`` (the negative controls).
+tests.faults.soak`` (random scenarios), ``tests/faults/test_faults.py`` (the CI
+slice) and ``tests/faults/test_controls.py`` (the negative controls).
 """

@@ -221,7 +221,7 @@ class Ensemble:
         """Return a SHA-256 of node ``nid``'s whole KV state, read with stale (local) reads.
 
         Computed here because the node's own ``status`` with ``"hash": true``
-        crashes the node (see tests/test_faults.py, the xfail test of it).
+        crashes the node (see tests/faults/test_faults.py, the xfail test of it).
         """
         c = Client(self.client[nid], timeout=3.0, retry_for=0, context=self.ctx)
         try:

@@ -128,7 +128,7 @@ class Loopback(Network):
     kind = "loopback"
 
     def setup(self, ids: list[str]) -> None:
-        from tests.cluster import free_ports
+        from tests.support.ensemble import free_ports
 
         super().setup(ids)
         ports = free_ports(2 * len(ids))

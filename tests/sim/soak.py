@@ -25,7 +25,7 @@ from tests.sim.config import SWITCHES, Report, SimConfig, SimFailure
 from tests.sim.invariants import ALL_CHECKS
 from tests.sim.schedule import run_schedule
 
-DEFAULT_STEPS = 3000  # as in CI (tests/test_simulation.py)
+DEFAULT_STEPS = 3000  # as in CI (tests/sim/test_simulation.py)
 
 
 def nodes_for(seed: int, nodes: int | None) -> int:

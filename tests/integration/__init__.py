@@ -1,0 +1,1 @@
+"""Tests that start real zraft processes, systemd or Prometheus (``-m integration``)."""

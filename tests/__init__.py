@@ -5,7 +5,8 @@
 - ``integration/``: real ``zraft`` processes, systemd and Prometheus.
 - ``sim/``: the deterministic simulation harness and its tests.
 - ``faults/``: the real-process fault harness (network namespaces) and its tests.
-- ``support/``: what more than one of those directories uses.
+- ``support/``: what more than one of those directories uses (the ``Ensemble``
+  of node processes; ``conftest.py`` makes fixtures of it).
 """
 
 from pathlib import Path

@@ -3,7 +3,7 @@
 Each scenario runs in a runner process started as ``unshare --net --mount -- python
 -m tests.faults.run ...``: a private network namespace and mount namespace of its
 own, in which it creates one network namespace per node (``net.Netns``), starts
-the nodes with ``ip netns exec`` (``ensemble.Ensemble``), drives a client load that
+the nodes with ``ip netns exec`` (``ensemble.FaultEnsemble``), drives a client load that
 records a history (``workload.Workload``), injects faults (``scenarios``: SIGKILL,
 SIGSTOP, nftables partitions, one-way cuts, packet loss, a lagging follower,
 power loss), heals, and judges the run (``verify``): the linearizability

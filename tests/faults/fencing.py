@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.faults.ensemble import Ensemble
+from tests.faults.ensemble import FaultEnsemble
 from tests.faults.net import make_network, netns_unavailable
 from tests.faults.run import spawn_module
 
@@ -103,7 +103,9 @@ def run_fencing(
     events.unlink(missing_ok=True)
     net = make_network(net_kind)
     argv = json.dumps([sys.executable, str(PROBE), str(events)])
-    ens = Ensemble(workdir, net, nodes, unsafe=unsafe, extra_toml=f"[payload]\nleader = {argv}\n")
+    ens = FaultEnsemble(
+        workdir, net, nodes, unsafe=unsafe, extra_toml=f"[payload]\nleader = {argv}\n"
+    )
     res: dict[str, Any] = {"faults": faults, "rounds": rounds, "nodes": nodes, "unsafe": unsafe}
     res["errors"], res["timeline"] = [], []
     t0 = time.monotonic()

@@ -26,8 +26,10 @@ Established connections are silently dropped; ZeroMQ's heartbeat (3 s) closes
 them. Random loss drops that percentage of every packet between nodes; over
 TCP that shows up as delay and reordered timeouts, not lost messages.
 
-``Loopback``: every node on 127.0.0.1 with its own ports; no partitions (the
-scenarios that need them are skipped), for machines without root.
+``Loopback`` (``tests.support.ensemble``, re-exported here): every node on
+127.0.0.1 with its own ports; no partitions (the scenarios that need them are
+skipped), for machines without root. ``Network``, the interface both follow,
+lives there too.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable
+
+from tests.support.ensemble import Loopback, NetError, Network
 
 SUBNET = "10.213.0"
 RUNNER_IP = f"{SUBNET}.254"
@@ -50,10 +54,6 @@ HOST_NS_ENV = "ZFAULT_HOST_NS"
 def host_namespaces() -> str:
     """Return this process's net and mount namespace ids, for ``Netns.check_private``."""
     return ",".join(os.readlink(f"/proc/self/ns/{ns}") for ns in ("net", "mnt"))
-
-
-class NetError(RuntimeError):
-    """The network could not be set up or changed."""
 
 
 def _run(cmd: list[str], stdin: str | None = None) -> None:
@@ -90,56 +90,6 @@ def netns_unavailable() -> str | None:
     if proc.returncode != 0:
         return f"unshare --net --mount with nft failed: {proc.stderr.strip()[:200]}"
     return None
-
-
-class Network:
-    """The interface scenarios use; see the module docstring for the two kinds."""
-
-    kind = "?"
-    partitions = False  # whether apply() can cut links
-
-    def setup(self, ids: list[str]) -> None:
-        self.ids = list(ids)
-
-    def raft_endpoint(self, nid: str) -> str:
-        raise NotImplementedError
-
-    def client_endpoint(self, nid: str) -> str:
-        raise NotImplementedError
-
-    def command_prefix(self, nid: str) -> list[str]:
-        """Return what goes before a node's command line (``ip netns exec ...``)."""
-        return []
-
-    def apply(self, cuts: Iterable[tuple[str, str]] = (), loss_pct: int = 0) -> None:
-        """Make exactly these faults active: ``(src, dst)`` = src's messages to dst are lost."""
-        raise NetError(f"the {self.kind} network cannot partition nodes")
-
-    def heal(self) -> None:
-        """Remove every network fault."""
-
-    def teardown(self) -> None:
-        """Undo setup (best effort)."""
-
-
-class Loopback(Network):
-    """Every node on 127.0.0.1 with its own ports; no network faults."""
-
-    kind = "loopback"
-
-    def setup(self, ids: list[str]) -> None:
-        from tests.support.ensemble import free_ports
-
-        super().setup(ids)
-        ports = free_ports(2 * len(ids))
-        self._raft = {nid: ports[i] for i, nid in enumerate(ids)}
-        self._client = {nid: ports[len(ids) + i] for i, nid in enumerate(ids)}
-
-    def raft_endpoint(self, nid: str) -> str:
-        return f"tcp://127.0.0.1:{self._raft[nid]}"
-
-    def client_endpoint(self, nid: str) -> str:
-        return f"tcp://127.0.0.1:{self._client[nid]}"
 
 
 class Netns(Network):

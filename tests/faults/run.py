@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests import ROOT
 from tests.faults import verify
-from tests.faults.ensemble import ROOT, Ensemble, die_with_parent
+from tests.faults.ensemble import FaultEnsemble, die_with_parent
 from tests.faults.net import HOST_NS_ENV, host_namespaces, make_network
 from tests.faults.scenarios import SCENARIOS, Ctx
 from tests.faults.workload import Workload
@@ -70,13 +71,13 @@ def run_scenario(
         "workdir": str(workdir),
         "errors": [],
     }
-    ens: Ensemble | None = None
+    ens: FaultEnsemble | None = None
     load: Workload | None = None
     ctx: Ctx | None = None
     statuses: dict[str, Any] = {}
     leader = None
     try:
-        ens = Ensemble(workdir, net, nodes, unsafe=unsafe)
+        ens = FaultEnsemble(workdir, net, nodes, unsafe=unsafe)
         ens.start()
         ens.leader(timeout=30.0)
         load = Workload(ens.client, seed)
@@ -134,7 +135,7 @@ def run_scenario(
 
 
 def _judge(
-    res: dict[str, Any], ens: Ensemble | None, load: Workload | None, statuses: dict[str, Any]
+    res: dict[str, Any], ens: FaultEnsemble | None, load: Workload | None, statuses: dict[str, Any]
 ) -> None:
     """Fill in the verdict, lost writes, hashes, leaders per term and votes."""
     res.update(

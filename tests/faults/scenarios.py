@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.faults.ensemble import Ensemble
+from tests.faults.ensemble import FaultEnsemble
 from tests.faults.net import Network
 from tests.faults.workload import Workload
 
@@ -24,7 +24,7 @@ from tests.faults.workload import Workload
 class Ctx:
     """What a scenario may use; ``note`` every fault, ``pause`` instead of ``time.sleep``."""
 
-    ens: Ensemble
+    ens: FaultEnsemble
     net: Network
     load: Workload
     rng: random.Random

@@ -28,7 +28,7 @@ from tests.faults import verify
 from tests.faults.net import Netns, netns_unavailable
 from tests.faults.run import spawn, summary_line
 from tests.faults.scenarios import SCENARIOS
-from tests.support.ensemble import Cluster
+from tests.support.ensemble import Ensemble
 from zraft.core.messages import Entry, EntryKind, HardState
 from zraft.replica import entries
 from zraft.storage.wal import WalStorage
@@ -127,30 +127,24 @@ def test_fault_scenario_keeps_safety(
 
 @pytest.mark.integration
 @pytest.mark.timeout(60)
-def test_status_with_state_hash_answers_and_the_node_survives(tmp_path: Path) -> None:
+def test_status_with_state_hash_answers_and_the_node_survives(ensemble: Ensemble) -> None:
     # Regression: Node.status(state_hash=True) iterated over the bytes of the
     # firstresult zraft_snapshot hook and the TypeError killed the node process.
-    c = Cluster(tmp_path, n=3)
-    c.start()
+    lead = ensemble.wait_leader()
+    s = ensemble.ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 3000)
+    s.connect(ensemble.client[lead])
     try:
-        lead = c.wait_leader()
-        ctx = zmq.Context.instance()
-        s = ctx.socket(zmq.REQ)
-        s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.RCVTIMEO, 3000)
-        s.connect(c.client[lead])
+        s.send(b'{"cmd": "status", "hash": true}')
         try:
-            s.send(b'{"cmd": "status", "hash": true}')
-            try:
-                reply = json.loads(s.recv())
-            except zmq.Again:
-                reply = {}
-        finally:
-            s.close()
-        assert c.alive(lead), "the node died answering status with hash"
-        assert reply.get("ok") and len(reply["result"]["state_hash"]) == 64, reply
+            reply = json.loads(s.recv())
+        except zmq.Again:
+            reply = {}
     finally:
-        c.stop_all()
+        s.close()
+    assert ensemble.alive(lead), "the node died answering status with hash"
+    assert reply.get("ok") and len(reply["result"]["state_hash"]) == 64, reply
 
 
 # -- the helpers (pure; no processes, no sleeping) -----------------------------------

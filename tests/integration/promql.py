@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests import ROOT
-from tests.support.ensemble import Cluster, free_ports
+from tests.support.ensemble import Ensemble, free_ports
 
 PROM_DIR = ROOT / "configs" / "prometheus"
 SCRAPE_CONFIG = PROM_DIR / "prometheus.yml"
@@ -276,5 +276,5 @@ def rules_by_group(prom: Prometheus) -> dict[str, list[dict[str, Any]]]:
 PAYLOAD_TOML = '[payload]\nleader = ["sleep", "600"]\nhysteresis_ms = 100\n'
 
 
-def scrape(cluster: Cluster, nid: str) -> str:
-    return http_get(f"http://{cluster.metrics[nid]}/metrics")
+def scrape(ensemble: Ensemble, nid: str) -> str:
+    return http_get(f"http://{ensemble.metrics[nid]}/metrics")

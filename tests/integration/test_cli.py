@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests import ROOT
-from tests.support.ensemble import Cluster
+from tests.support.ensemble import Ensemble
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -33,15 +33,15 @@ def zraft(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    c = Cluster(tmp_path_factory.mktemp("cli"), n=3)
-    c.start()
-    c.wait_leader()
-    yield c
-    c.stop_all()
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ensemble]:
+    """One 3-node ensemble with a leader for the whole module."""
+    with Ensemble(tmp_path_factory.mktemp("cli"), metrics=True) as ens:
+        ens.start()
+        ens.wait_leader()
+        yield ens
 
 
-def test_kv_commands_print_plain_results(cluster: Cluster) -> None:
+def test_kv_commands_print_plain_results(cluster: Ensemble) -> None:
     c = ["-c", str(cluster.config)]
     assert zraft("set", "greeting", "hello", *c, check=True).stdout == "true\n"
     assert zraft("get", "greeting", *c, check=True).stdout == "hello\n"
@@ -60,7 +60,7 @@ def test_kv_commands_print_plain_results(cluster: Cluster) -> None:
     assert zraft("get", "missing", *c, check=True).stdout == "null\n"
 
 
-def test_errors_are_one_line_and_a_nonzero_exit(cluster: Cluster) -> None:
+def test_errors_are_one_line_and_a_nonzero_exit(cluster: Ensemble) -> None:
     c = ["-c", str(cluster.config)]
     zraft("set", "word", "abc", *c, check=True)
     bad = zraft("incr", "word", *c)
@@ -74,7 +74,7 @@ def test_errors_are_one_line_and_a_nonzero_exit(cluster: Cluster) -> None:
     assert json.loads(unknown.stdout)["error"] == "UNKNOWN_COMMAND"
 
 
-def test_status_table_and_json_agree_on_one_leader(cluster: Cluster) -> None:
+def test_status_table_and_json_agree_on_one_leader(cluster: Ensemble) -> None:
     leader = cluster.wait_leader()
     table = zraft("status", "-c", str(cluster.config), check=True).stdout.splitlines()
     assert table[0].split() == [
@@ -111,21 +111,18 @@ def test_status_table_and_json_agree_on_one_leader(cluster: Cluster) -> None:
     assert all(c.endswith("s") and float(c[:-1]) < 2.0 for c in contact), contact
 
 
-def test_status_marks_a_dead_node_unreachable(tmp_path: Path) -> None:
-    c = Cluster(tmp_path, n=3)
-    try:
-        c.start()
-        c.wait_leader()
-        c.kill("n3")
-        out = zraft("status", "-c", str(c.config), "--timeout", "0.5", check=True).stdout
-        assert any("unreachable" in line and c.client["n3"] in line for line in out.splitlines())
-    finally:
-        c.stop_all()
+def test_status_marks_a_dead_node_unreachable(ensemble: Ensemble) -> None:
+    ensemble.wait_leader()
+    ensemble.kill("n3")
+    out = zraft("status", "-c", str(ensemble.config), "--timeout", "0.5", check=True).stdout
+    assert any("unreachable" in line and ensemble.client["n3"] in line for line in out.splitlines())
 
 
-def test_up_starts_the_ensemble_and_ctrl_c_stops_every_node(tmp_path: Path) -> None:
-    # The same Cluster file, but started by `zraft up` as one foreground command.
-    c = Cluster(tmp_path, n=3)
+def test_up_starts_the_ensemble_and_ctrl_c_stops_every_node(
+    make_ensemble: Callable[..., Ensemble],
+) -> None:
+    # The same ensemble file, but started by `zraft up` as one foreground command.
+    c = make_ensemble()
     up = subprocess.Popen(
         [sys.executable, "-m", "zraft", "up", str(c.config)],
         stdout=subprocess.PIPE,

@@ -13,12 +13,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests import ROOT
-from tests.support.ensemble import Cluster, free_ports
+from tests.support.ensemble import Ensemble, free_ports
 from zraft.daemon import setup_logging, watchdog_interval
 
 
@@ -103,28 +104,26 @@ def _get(url: str) -> tuple[int, bytes]:
 
 @pytest.mark.integration
 @pytest.mark.timeout(90)
-def test_health_and_ready_tell_a_live_loop_from_a_node_that_can_serve(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path)
+def test_health_and_ready_tell_a_live_loop_from_a_node_that_can_serve(
+    make_ensemble: Callable[..., Ensemble],
+) -> None:
+    cluster = make_ensemble()
     lone = cluster.ids[0]
-    try:
-        cluster.start(lone)
-        base = f"http://{cluster.metrics[lone]}"
-        end = time.monotonic() + 20
-        while _get(f"{base}/health")[0] != 200:
-            assert time.monotonic() < end
-            time.sleep(0.05)
-        code, body = _get(f"{base}/ready")
-        assert code == 503 and json.loads(body)["leader"] is None  # alone: no quorum
-        for nid in cluster.ids[1:]:
-            cluster.start(nid)
-        cluster.wait_leader()
-        code, body = _get(f"{base}/ready")
-        assert code == 200 and json.loads(body)["ok"] is True
-        code, text = _get(f"{base}/metrics")
-        assert code == 200 and b"zraft_network_peer_round_trip_time_seconds_bucket" in text
-        assert _get(f"{base}/nope")[0] == 404
-    finally:
-        cluster.stop_all()
+    cluster.start(lone)
+    base = f"http://{cluster.metrics[lone]}"
+    end = time.monotonic() + 20
+    while _get(f"{base}/health")[0] != 200:
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    code, body = _get(f"{base}/ready")
+    assert code == 503 and json.loads(body)["leader"] is None  # alone: no quorum
+    cluster.start(*cluster.ids[1:])
+    cluster.wait_leader()
+    code, body = _get(f"{base}/ready")
+    assert code == 200 and json.loads(body)["ok"] is True
+    code, text = _get(f"{base}/metrics")
+    assert code == 200 and b"zraft_network_peer_round_trip_time_seconds_bucket" in text
+    assert _get(f"{base}/nope")[0] == 404
 
 
 @pytest.fixture
@@ -186,21 +185,16 @@ def test_json_logs_are_one_object_per_line_for_shippers(
 @pytest.mark.integration
 @pytest.mark.timeout(60)
 def test_startup_names_config_node_endpoints_and_plugins_and_idle_is_quiet(
-    tmp_path: Path,
+    ensemble: Ensemble,
 ) -> None:
     """Start-up logs what an operator needs to find the node; an idle node logs
     nothing per heartbeat at info level."""
-    cluster = Cluster(tmp_path)
-    try:
-        cluster.start()
-        lead = cluster.wait_leader()
-        time.sleep(3.0)  # 30 heartbeat intervals of an idle ensemble
-        text = cluster.log_text(lead)
-    finally:
-        cluster.stop_all()
+    lead = ensemble.wait_leader()
+    time.sleep(3.0)  # 30 heartbeat intervals of an idle ensemble
+    text = ensemble.log_text(lead)
     first = text.splitlines()[:3]
-    assert any(str(cluster.config) in line and f"node {lead}" in line for line in first)
-    assert any(cluster.raft[lead] in line and cluster.client[lead] in line for line in first)
+    assert any(str(ensemble.config) in line and f"node {lead}" in line for line in first)
+    assert any(ensemble.raft[lead] in line and ensemble.client[lead] in line for line in first)
     assert any("plugins: kv 0.1.0 (" in line and "zraft.builtin.kv" in line for line in first)
     lines = [line for line in text.splitlines() if " INFO " in line]
     assert len(lines) < 15, "\n".join(lines)  # start, election, stop: not per heartbeat

@@ -6,12 +6,11 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests import ROOT
-from tests.support.ensemble import Cluster
+from tests.support.ensemble import Ensemble
 from zraft.api.client import ZraftError
 from zraft.status import collect
 
@@ -77,23 +76,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_cluster(
-    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[str], Cluster]]:
+    site: Path, make_ensemble: Callable[..., Ensemble], monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str], Ensemble]:
     """Start 3-node ensembles whose processes find the installed plugins on PYTHONPATH."""
     monkeypatch.setenv("PYTHONPATH", pythonpath(site))
     for name in ("no_proxy", "NO_PROXY"):  # urllib must reach our test server directly
         monkeypatch.setenv(name, "127.0.0.1,localhost")
-    started: list[Cluster] = []
 
-    def make(extra_toml: str) -> Cluster:
-        cluster = Cluster(tmp_path, n=3, extra_toml=extra_toml)
-        started.append(cluster)
+    def make(extra_toml: str) -> Ensemble:
+        cluster = make_ensemble(extra_toml=extra_toml)
         cluster.start()
         return cluster
 
-    yield make
-    for cluster in started:
-        cluster.stop_all()
+    return make
 
 
 # -- zraft plugins -----------------------------------------------------------
@@ -113,10 +108,10 @@ def run_plugins_cli(site: Path, config: Path) -> subprocess.CompletedProcess[str
 
 
 def test_zraft_plugins_lists_the_installed_examples_with_versions(
-    site: Path, tmp_path: Path
+    site: Path, make_ensemble: Callable[..., Ensemble]
 ) -> None:
     settings = '[plugins.settings.singleton]\ncommand = ["true"]\n'
-    cluster = Cluster(tmp_path, extra_toml=settings)  # writes the file; starts nothing
+    cluster = make_ensemble(extra_toml=settings)  # writes the file; starts nothing
     done = run_plugins_cli(site, cluster.config)
     assert done.returncode == 0, done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)}
@@ -144,9 +139,9 @@ def test_zraft_plugins_lists_the_installed_examples_with_versions(
     ],
 )
 def test_bad_settings_stop_start_up_with_a_clear_message(
-    site: Path, tmp_path: Path, settings: str, message: str
+    site: Path, make_ensemble: Callable[..., Ensemble], settings: str, message: str
 ) -> None:
-    cluster = Cluster(tmp_path, extra_toml=settings)
+    cluster = make_ensemble(extra_toml=settings)
     done = run_plugins_cli(site, cluster.config)
     assert done.returncode == 78
     assert message in done.stderr and "zraft_configure" in done.stderr
@@ -190,7 +185,7 @@ def hit_terms(hits: list[str]) -> dict[int, set[str]]:
 
 
 def test_urlcheck_checks_from_the_leader_only_and_moves_with_leadership(
-    make_cluster: Callable[[str], Cluster],
+    make_cluster: Callable[[str], Ensemble],
 ) -> None:
     server = TargetServer()
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -216,7 +211,7 @@ def test_urlcheck_checks_from_the_leader_only_and_moves_with_leadership(
         wait_for("a few rounds", lambda: len(server.hits) >= 6)
         assert hit_terms(server.hits) == {term: {lead}}
 
-        cluster.kill(lead, signal.SIGKILL)
+        cluster.kill(lead)
         new = cluster.wait_leader(exclude=(lead,))
         c = cluster.client_for(*(n for n in cluster.ids if n != lead), timeout=1.0)
 
@@ -277,7 +272,7 @@ def assert_never_two_at_once(runs: list[dict[str, Any]]) -> None:
 
 
 def test_singleton_restarts_its_command_on_the_leader_only(
-    make_cluster: Callable[[str], Cluster], tmp_path: Path
+    make_cluster: Callable[[str], Ensemble], tmp_path: Path
 ) -> None:
     job, log = tmp_path / "job.py", tmp_path / "runs.log"
     job.write_text(JOB)
@@ -292,7 +287,7 @@ def test_singleton_restarts_its_command_on_the_leader_only(
     assert {r["node"] for r in runs} == {lead}
     assert "command exited with code 3; restarting" in cluster.log_text(lead)
 
-    cluster.kill(lead, signal.SIGKILL)
+    cluster.kill(lead)
     new = cluster.wait_leader(exclude=(lead,))
     wait_for(
         "two runs on the new leader", lambda: sum(r["node"] == new for r in read_runs(log)) >= 2
@@ -310,7 +305,7 @@ def test_singleton_restarts_its_command_on_the_leader_only(
 # -- queue ----------------------------------------------------------------------
 
 
-def hashes_agree(cluster: Cluster) -> dict[str, Any] | None:
+def hashes_agree(cluster: Ensemble) -> dict[str, Any] | None:
     """Return each live node's (applied, state_hash) once all are equal, else None."""
     live = [n for n in cluster.ids if cluster.alive(n)]
     rows = collect([cluster.client[n] for n in live], timeout=1.0, state_hash=True)
@@ -320,7 +315,7 @@ def hashes_agree(cluster: Cluster) -> dict[str, Any] | None:
 
 
 def test_queue_is_fifo_bounded_and_the_same_on_every_node(
-    make_cluster: Callable[[str], Cluster],
+    make_cluster: Callable[[str], Ensemble],
 ) -> None:
     cluster = make_cluster(plugins_toml("queue", "[plugins.settings.queue]\nmax_len = 3\n"))
     cluster.wait_leader()
@@ -345,7 +340,7 @@ def test_queue_is_fifo_bounded_and_the_same_on_every_node(
 
     # A follower killed while the queues change catches up after its restart.
     victim = next(n for n in cluster.ids if first[n]["role"] != "leader")
-    cluster.kill(victim, signal.SIGKILL)
+    cluster.kill(victim)
     for i in range(3):
         c.call("qpush", queue="later", item=i)
     assert c.call("qpop", queue="later") == 0

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,29 +45,26 @@ from tests.integration.promql import (
     unknown_names,
     write_recording_rules,
 )
-from tests.support.ensemble import Cluster
+from tests.support.ensemble import Ensemble
 
 
 @pytest.fixture(scope="module")
 def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """/metrics of each node of a 3-node ensemble that elected a leader and served writes."""
-    cluster = Cluster(tmp_path_factory.mktemp("metrics"), n=3, extra_toml=PAYLOAD_TOML)
-    try:
-        cluster.start()
-        lead = cluster.wait_leader()
-        with cluster.client_for(timeout=2.0, retry_for=10) as c:
+    with Ensemble(tmp_path_factory.mktemp("metrics"), extra_toml=PAYLOAD_TOML, metrics=True) as ens:
+        ens.start()
+        lead = ens.wait_leader()
+        with ens.client_for(timeout=2.0, retry_for=10) as c:
             for i in range(20):
                 c.set(f"k{i}", i)
             c.get("k0")
         deadline = time.monotonic() + 10
         while 'zraft_payload_running{plugin="script-leader",role="leader"} 1.0' not in scrape(
-            cluster, lead
+            ens, lead
         ):
             assert time.monotonic() < deadline, "the leader payload never started"
             time.sleep(0.1)
-        return {nid: scrape(cluster, nid) for nid in cluster.ids}
-    finally:
-        cluster.stop_all()
+        return {nid: scrape(ens, nid) for nid in ens.ids}
 
 
 @pytest.fixture(scope="module")
@@ -379,10 +376,10 @@ def _value(result: list[dict[str, Any]]) -> float | None:
 @pytest.mark.integration
 @pytest.mark.timeout(90)
 def test_prometheus_sees_one_leader_then_the_dead_target_and_a_new_leader(
-    tmp_path: Path,
+    tmp_path: Path, make_ensemble: Callable[..., Ensemble]
 ) -> None:
     (tmp_path / "ensemble").mkdir()
-    cluster = Cluster(tmp_path / "ensemble", n=3, extra_toml=PAYLOAD_TOML)
+    cluster = make_ensemble(workdir=tmp_path / "ensemble", extra_toml=PAYLOAD_TOML)
     exprs = dashboard_exprs(json.loads(DASHBOARD.read_text()))
     records = write_recording_rules(exprs, tmp_path / "dashboard-rules.yml")
     targets = ", ".join(json.dumps(cluster.metrics[n]) for n in cluster.ids)
@@ -448,7 +445,7 @@ def test_prometheus_sees_one_leader_then_the_dead_target_and_a_new_leader(
         print("leader payloads before the kill:", [(p["metric"], p["value"][1]) for p in payloads])
 
         # 2. SIGKILL the leader: its target goes down, its series go stale, a new leader.
-        cluster.kill(lead, signal.SIGKILL)
+        cluster.kill(lead)
         t_kill = time.monotonic()
         dead = cluster.metrics[lead]
         seen_leaders: set[float] = set()

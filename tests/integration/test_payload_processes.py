@@ -12,13 +12,14 @@ import os
 import re
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.faults import fencing
 from tests.faults.net import netns_unavailable
-from tests.support.ensemble import Cluster
+from tests.support.ensemble import Ensemble
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +84,7 @@ def zraft_committed(index, term):
 """
 
 
-def _metric(cluster: Cluster, nid: str, name: str, **labels: str) -> float:
+def _metric(cluster: Ensemble, nid: str, name: str, **labels: str) -> float:
     """Sum the samples of ``name`` on node ``nid`` whose labels include ``labels``."""
     text = urllib.request.urlopen(f"http://{cluster.metrics[nid]}/metrics", timeout=5).read()
     total = 0.0
@@ -96,15 +97,14 @@ def _metric(cluster: Cluster, nid: str, name: str, **labels: str) -> float:
 
 @pytest.mark.timeout(90)
 def test_a_payload_that_hangs_for_10s_never_costs_the_ensemble_its_leader(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, make_ensemble: Callable[..., Ensemble], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue 5: payload hooks run off the driver thread with a timeout; one that
     sleeps 10 s (or raises) is logged and counted while the leader keeps leading
     and writes keep committing."""
     plugin = tmp_path / "hang.py"
     plugin.write_text(HANGING_PLUGIN)
-    cluster = Cluster(
-        tmp_path,
+    cluster = make_ensemble(
         extra_toml=f'[plugins]\nfiles = ["{plugin}"]\n[payload]\ntimeout_ms = 1000\n',
     )
     try:
@@ -149,11 +149,13 @@ def test_a_payload_that_hangs_for_10s_never_costs_the_ensemble_its_leader(
 
 
 @pytest.mark.timeout(90)
-def test_follower_script_runs_on_every_follower_with_its_environment(tmp_path: Path) -> None:
+def test_follower_script_runs_on_every_follower_with_its_environment(
+    tmp_path: Path, make_ensemble: Callable[..., Ensemble]
+) -> None:
     out = tmp_path / "followers"
     script = f'echo "$ZRAFT_NODE_ID $ZRAFT_ROLE $ZRAFT_TERM $ZRAFT_LEADER_ID $$" >> {out}'
     argv = json.dumps(["sh", "-c", script + "; exec sleep 600"])
-    cluster = Cluster(tmp_path, extra_toml=f"[payload]\nfollower = {argv}\n")
+    cluster = make_ensemble(extra_toml=f"[payload]\nfollower = {argv}\n")
     try:
         cluster.start()
         lead = cluster.wait_leader()

@@ -1,1 +1,1 @@
-"""Helpers shared by the test directories."""
+"""Helpers shared by the test directories (``tests.support.ensemble``)."""

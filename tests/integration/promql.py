@@ -1,4 +1,4 @@
-"""PromQL and promtool helpers for test_observability.py.
+"""PromQL and promtool helpers for test_promtool.py and test_prometheus.py.
 
 Not for production: metric names out of PromQL expressions and out of a
 /metrics body, the dashboard's queries as recording rules, a Prometheus

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.storage.test_wal import flip
+from tests.unit.storage.walfiles import flip
 from zraft.core.messages import SnapshotMeta
 from zraft.storage import CorruptionError, StorageError
 from zraft.storage.snapshot import SnapshotStore

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.storage.test_wal import ents, recover
+from tests.unit.storage.walfiles import ents, recover
 from zraft.core.messages import HardState
 from zraft.storage.unsafe import UnsafeWalStorage
 from zraft.storage.wal import WalStorage

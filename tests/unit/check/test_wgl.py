@@ -1,36 +1,28 @@
-"""The linearizability checker (zraft.check): parsers, WGL search, models, CLI.
+"""The linearizability checker's WGL search and models (zraft.check).
 
-The WGL search is checked three ways: against the published verdicts of the
+The search is checked three ways: against the published verdicts of the
 Jepsen etcd histories, against a brute-force oracle on thousands of small
 random histories, and on hand-written cases that each pin one rule.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import random
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import ROOT
+from tests.unit.check.histories import ev, verdict
 from zraft.check import (
     LINEARIZABLE,
     NOT_LINEARIZABLE,
     UNKNOWN,
     Event,
-    HistoryError,
     Operation,
     check_file,
     check_history,
-    main,
     pair_events,
-    parse_jepsen,
-    parse_zraft,
 )
 
 # Size of the random histories: the oracle is exponential, so keep them small.
@@ -38,14 +30,6 @@ N_OPS, P_UNKNOWN = 7, 0.2
 # Jepsen runs of etcd with known verdicts: porcupine's public test data (MIT), copied from
 # the project workspace so that CI checks them from a bare clone.
 JEPSEN = ROOT / "tests/data/jepsen-etcd"
-
-
-def ev(process: Any, type_: str, f: str, value: Any = None, key: str | None = "x") -> Event:
-    return Event(process, type_, f, key, value)
-
-
-def verdict(events: list[Event], model: str = "kv") -> Any:
-    return check_history(pair_events(events), model).verdict
 
 
 # -- Jepsen etcd histories ----------------------------------------------------
@@ -377,193 +361,3 @@ def _hard_events(n: int) -> list[Event]:
     events = [ev(p, "invoke", "write", p) for p in range(n)]
     events += [ev(p, "ok", "write") for p in range(n)]
     return events + [ev(n, "invoke", "read"), ev(n, "ok", "read", -1)]
-
-
-# -- parsers -------------------------------------------------------------------
-
-
-def test_jepsen_parser_reads_tabs_or_spaces_and_unknown_outcomes() -> None:
-    lines = [
-        "INFO  jepsen.util - 0\t:invoke\t:read\tnil",
-        "INFO  jepsen.util - 1   :invoke :cas    [3 0]",
-        "INFO  jepsen.util - 0\t:fail\t:read\t:timed-out",
-        "INFO  jepsen.util - 1\t:fail\t:cas\t[3 0]",
-        "INFO  jepsen.util - 2\t:invoke\t:write\t4",
-        "INFO  jepsen.util - 2\t:info\t:write\t:timed-out",
-        "INFO  jepsen.util - :nemesis\t:info\t:start\tnil",
-    ]
-    read, cas, write = parse_jepsen(lines, "h.log")
-    assert (read.status, read.ret) == ("unknown", math.inf)
-    assert (cas.f, cas.input, cas.output, cas.status) == ("cas", ("3", "0"), False, "fail")
-    assert (write.status, write.input, write.line) == ("unknown", "4", 5)
-
-
-def test_zraft_parser_pairs_events_and_uses_timestamps() -> None:
-    lines = [
-        '{"process": 1, "type": "invoke", "f": "set", "key": "k", "value": [1, 2], "time": 0.5}',
-        "",
-        '{"process": 1, "type": "ok", "f": "set", "time": 0.75, "node": "n2"}',
-        '{"process": "c2", "type": "invoke", "f": "get", "key": "k", "time": 1}',
-    ]
-    write, read = parse_zraft(lines, "h.jsonl")
-    assert (write.f, write.input, write.call, write.ret, write.line) == (
-        "write",
-        "[1,2]",
-        0.5,
-        0.75,
-        1,
-    )
-    assert (read.process, read.status, read.ret) == ("c2", "unknown", math.inf)
-
-
-@pytest.mark.parametrize(
-    ("line2", "message"),
-    [
-        ("{not json", "not valid JSON"),
-        ("[1, 2]", "must be a JSON object"),
-        ('{"process": 1, "type": "ok"}', "missing field 'f'"),
-        ('{"process": 1, "type": "done", "f": "read"}', "'type' must be one of"),
-        ('{"process": 1, "type": "ok", "f": "incr"}', "'f' must be one of"),
-        ('{"process": 1, "type": "ok", "f": "read", "key": 5}', "'key' must be a string"),
-        ('{"process": 1, "type": "ok", "f": "write"}', "completes an invoked 'read'"),
-        ('{"process": 9, "type": "ok", "f": "read"}', "nothing in flight"),
-        ('{"process": 1, "type": "invoke", "f": "read"}', "invokes again"),
-        ('{"process": 1, "type": "ok", "f": "read", "key": "y"}', "completes an operation"),
-        ('{"process": 1, "type": "ok", "f": "read", "time": 3}', "on every event or on none"),
-        ('{"process": 1, "type": "ok", "f": "read", "value": NaN}', "not valid JSON"),
-        ('{"process": true, "type": "ok", "f": "read"}', "'process' must be"),
-        ('{"process": 2, "type": "invoke", "f": "set", "key": "x"}', "needs a 'value'"),
-    ],
-)
-def test_zraft_parser_names_the_line_and_the_problem(line2: str, message: str) -> None:
-    lines = ['{"process": 1, "type": "invoke", "f": "read", "key": "x"}', line2]
-    with pytest.raises(HistoryError, match=message) as exc:
-        parse_zraft(lines, "h.jsonl")
-    assert str(exc.value).startswith("h.jsonl:2: ")
-
-
-def test_a_bad_cas_value_is_reported_on_its_invocation_line() -> None:
-    lines = [
-        '{"process": 1, "type": "invoke", "f": "read", "key": "x"}',
-        '{"process": 2, "type": "invoke", "f": "cas", "key": "x", "value": 3}',
-    ]
-    with pytest.raises(HistoryError, match=r"^h.jsonl:2: a cas value must be \[expected, new\]"):
-        parse_zraft(lines, "h.jsonl")
-
-
-@pytest.mark.parametrize(
-    ("line", "message"),
-    [
-        ("hello", "not a Jepsen history line"),
-        ("INFO  jepsen.util - 1\t:invoke\t:write\t{4}", "cannot read the value"),
-        ("INFO  jepsen.util - 1\t:invoke\t:append\t4", "unknown operation :append"),
-        ("INFO  jepsen.util - 1\t:ok\t:write\t5", "differs from the invoked"),
-    ],
-)
-def test_jepsen_parser_names_the_line_and_the_problem(line: str, message: str) -> None:
-    lines = ["INFO  jepsen.util - 1\t:invoke\t:write\t4", line]
-    if "invoke" in line:
-        lines = ["", line]
-    with pytest.raises(HistoryError, match=message) as exc:
-        parse_jepsen(lines, "h.log")
-    assert str(exc.value).startswith("h.log:2: ")
-
-
-# -- the command line ----------------------------------------------------------
-
-
-def _jsonl(path: Path, events: list[Event]) -> Path:
-    rows = [
-        {"process": e.process, "type": e.type, "f": e.f, "key": e.key, "value": e.value}
-        for e in events
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-GOOD = [ev(1, "invoke", "write", 1), ev(1, "ok", "write", 1)]
-BAD = [*GOOD, ev(2, "invoke", "read"), ev(2, "ok", "read", 2)]
-
-
-def test_cli_exit_0_when_every_history_is_linearizable(tmp_path: Path, capsys: Any) -> None:
-    a, b = _jsonl(tmp_path / "a.jsonl", GOOD), _jsonl(tmp_path / "b.jsonl", GOOD)
-    assert main([str(a), str(b)]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2
-    assert out[0].startswith(f"{a}: linearizable (1 ops, 1 key, ")
-
-
-def test_cli_exit_1_when_one_is_not(tmp_path: Path, capsys: Any) -> None:
-    good, bad = _jsonl(tmp_path / "good.jsonl", GOOD), _jsonl(tmp_path / "bad.jsonl", BAD)
-    assert main([str(good), str(bad)]) == 1
-    out = capsys.readouterr().out
-    assert f"{bad}: NOT linearizable: key 'x': [process 2, line 3: read -> 2]" in out
-
-
-def test_cli_exit_2_for_a_malformed_line_naming_file_and_line(tmp_path: Path, capsys: Any) -> None:
-    path = _jsonl(tmp_path / "h.jsonl", GOOD)
-    path.write_text(path.read_text() + '{"process": 1, "type": "invoke"\n')
-    bad = _jsonl(tmp_path / "bad.jsonl", BAD)
-    assert main([str(path), str(bad)]) == 2  # undecided outranks a violation
-    err = capsys.readouterr().err
-    assert f"{path}:3: error: not valid JSON" in err
-
-
-def test_cli_exit_2_when_the_budget_runs_out(tmp_path: Path, capsys: Any) -> None:
-    # 22 writes, all concurrent, completing in random order, then a read of a
-    # value nobody wrote: refuting it means trying ~2^22 sets of writes.
-    rng = random.Random(7)
-    procs = list(range(22))
-    rng.shuffle(procs)
-    events = [ev(p, "invoke", "write", rng.randrange(1000)) for p in procs]
-    rng.shuffle(procs)
-    events += [ev(p, "ok", "write") for p in procs]
-    events += [ev(99, "invoke", "read"), ev(99, "ok", "read", -1)]
-    path = _jsonl(tmp_path / "hard.jsonl", events)
-    assert main(["--budget", "0.02", str(path)]) == 2
-    assert f"{path}: unknown: time budget of 0.02 s exhausted" in capsys.readouterr().out
-
-
-def test_cli_exit_2_for_a_missing_file_and_usage_errors(tmp_path: Path, capsys: Any) -> None:
-    assert main([str(tmp_path / "nope.jsonl")]) == 2
-    assert "nope.jsonl: error:" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main(["--budget", "-1", "x.jsonl"])
-    assert exc.value.code == 2
-
-
-def test_cli_format_and_model_options_override_the_defaults(tmp_path: Path, capsys: Any) -> None:
-    path = tmp_path / "history.txt"  # no telling extension: the first line decides
-    path.write_text(
-        "INFO  jepsen.util - 0\t:invoke\t:read\tnil\nINFO  jepsen.util - 0\t:ok\t:read\t3\n"
-    )
-    assert main([str(path)]) == 1
-    assert main(["--format", "zraft", str(path)]) == 2
-    assert main(["--format", "jepsen", "--model", "kv", str(path)]) == 1
-    capsys.readouterr()
-
-
-def test_add_parser_wires_into_an_argparse_cli(tmp_path: Path) -> None:
-    import argparse
-
-    from zraft.check import add_parser
-
-    parser = argparse.ArgumentParser(prog="zraft")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(
-        ["check-history", "--model", "kv", str(_jsonl(tmp_path / "g.jsonl", GOOD))]
-    )
-    assert args.func(args) == 0
-
-
-def test_python_dash_m_zraft_check_runs_standalone(tmp_path: Path) -> None:
-    path = _jsonl(tmp_path / "bad.jsonl", BAD)
-    proc = subprocess.run(
-        [sys.executable, "-m", "zraft.check", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert proc.returncode == 1, proc.stderr
-    assert "NOT linearizable" in proc.stdout and not proc.stderr

@@ -192,7 +192,7 @@ class Client:
     # -- the built-in KV commands ---------------------------------------------
     # One method per CommandSpec in zraft.builtin.kv.COMMANDS, named after the
     # command ("del" is ``delete``), with the spec's arguments in order and
-    # ``stale`` for reads; tests/test_kv_surface.py keeps the two in step.
+    # ``stale`` for reads; tests/unit/cli/test_kv_surface.py keeps the two in step.
 
     def get(self, key: str, stale: bool = False) -> Any:
         return self.call("get", key=key, stale=stale)

@@ -16,9 +16,9 @@ import random
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from tests.support.kv import kv_replica
 from zraft.api.book import RequestBook
 from zraft.api.routes import Reply, Request, Route
-from zraft.builtin.kv import KVStore
 from zraft.core import (
     CoreConfig,
     Entry,
@@ -30,8 +30,6 @@ from zraft.core import (
     SoftState,
 )
 from zraft.node.shell import Shell
-from zraft.plugins import CommandTable, ZraftPluginManager
-from zraft.replica import Replica
 from zraft.storage.memory import MemoryStorage
 
 DRIVER_SWITCHES = frozenset({"local_reads", "ack_before_commit"})
@@ -138,12 +136,9 @@ class SimNode:
         # A fresh Random per life: the restarted core must not replay the dead one's timeouts.
         rng = random.Random(self.seed * 1_000_003 + self.life)
         self.raft = Raft(self.config, rng, rec.hard_state, log)
-        pm = ZraftPluginManager()
-        pm.register(KVStore(), name="kv")
-        commands = CommandTable.from_plugins(pm)
-        self.replica = Replica(pm, commands, applied_index=self.raft.status().applied)
+        self.replica = kv_replica(applied_index=self.raft.status().applied)
         book = RequestBook(
-            commands,
+            self.replica.commands,
             self.replica,
             timeout_s=float(self.timeout_steps),
             max_pending=1 << 30,

@@ -16,3 +16,10 @@ SESSION_EXPIRED = "SESSION_EXPIRED"  # the (client, seq) is older than the sessi
 INTERNAL = "INTERNAL"  # a plugin raised something other than CommandError
 SHUTTING_DOWN = "SHUTTING_DOWN"  # retryable elsewhere: the node is stopping
 FENCED = "FENCED"  # a write fenced to a term whose leadership is over: never applied
+
+# Raised by the built-in KV state machine (CommandError); the state is unchanged.
+BAD_ARG = "BAD_ARG"  # an argument out of range (empty key, negative TTL, ...)
+WRONG_TYPE = "WRONG_TYPE"  # the key holds a value of another type (incr of a string)
+OVERFLOW = "OVERFLOW"  # the result leaves the signed 64-bit range
+
+ALL = frozenset(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str))

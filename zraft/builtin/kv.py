@@ -19,6 +19,7 @@ from typing import Any
 
 import msgpack
 
+from zraft.api import codes
 from zraft.hookspecs import hookimpl
 from zraft.statemachine import ApplyContext, Arg, CommandError, CommandSpec, QueryContext
 
@@ -78,7 +79,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
 
 
 def _bad(message: str) -> CommandError:
-    return CommandError("BAD_ARG", message)
+    return CommandError(codes.BAD_ARG, message)
 
 
 def _key(value: Any, name: str = "key") -> str:
@@ -334,10 +335,10 @@ class KVStore:
         live = self._live(key, now)
         current = self._data[key] if live else 0
         if type(current) is not int:
-            raise CommandError("WRONG_TYPE", f"value at {key!r} is not an integer")
+            raise CommandError(codes.WRONG_TYPE, f"value at {key!r} is not an integer")
         new = current + by
         if not INT_MIN <= new <= INT_MAX:
-            raise CommandError("OVERFLOW", f"incr of {key!r} leaves the signed 64-bit range")
+            raise CommandError(codes.OVERFLOW, f"incr of {key!r} leaves the signed 64-bit range")
         if not live:
             self._drop(key)  # an expired key comes back without its old deadline
         self._data[key] = new  # a live key keeps its deadline, as in Redis

@@ -55,9 +55,7 @@ from zraft.view import NodeView
 
 log = logging.getLogger("zraft.node")
 
-KNOWN_RESULTS = frozenset(
-    {"ok", "BAD_ARG", "WRONG_TYPE", "OVERFLOW"} | {v for k, v in vars(codes).items() if k.isupper()}
-)
+KNOWN_RESULTS = codes.ALL | {"ok"}  # result labels; other codes count as "other"
 STATUS_INTERVAL_S = 1.0  # STATUS= refresh (commit, applied) when systemd runs no watchdog
 
 
@@ -353,7 +351,6 @@ class Node:
     def _build_view(self, now: float, st: Any = None) -> NodeView:
         st = st or self.shell.status()
         leader_client = self.config.node(st.leader_id).client if st.leader_id else None
-        writes, _ = self.shell.book.counts()
         return NodeView(
             at=now,
             raft=st,
@@ -366,7 +363,7 @@ class Node:
             stopping=self._stop_requested,
             loop_turned_at=self.loop_turned_at,
             loop_limit_s=max(5.0, 3 * self.config.raft.election_timeout_s),
-            pending_writes=writes,
+            pending_writes=len(self.shell.book.writes),
             sessions=len(self.replica.sessions),
             last_contact_s=self.observer.last_contact(now),
             payloads=self.payloads.status(now),

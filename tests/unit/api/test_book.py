@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.kv import kv_replica
 from zraft.api import codes
 from zraft.api.book import Leadership, RequestBook, WriteStep
 from zraft.api.routes import Request, Route
-from zraft.builtin.kv import KVStore
 from zraft.core import Entry, ReadPurpose
-from zraft.plugins import CommandTable, ZraftPluginManager
-from zraft.replica import Replica
 
 LEADER = Leadership(True, 3, "n1", "tcp://n1", accepting=True)
 FOLLOWER = Leadership(False, 3, "n1", "tcp://n1")
@@ -18,12 +16,9 @@ NO_LEADER = Leadership(False, 3, "", None)
 
 
 def make_book(**kw) -> RequestBook:
-    pm = ZraftPluginManager()
-    pm.register(KVStore(), name="kv")
-    commands = CommandTable.from_plugins(pm)
-    replica = Replica(pm, commands)
+    replica = kv_replica()
     return RequestBook(
-        commands, replica, timeout_s=5.0, max_pending=kw.pop("max_pending", 10), **kw
+        replica.commands, replica, timeout_s=5.0, max_pending=kw.pop("max_pending", 10), **kw
     )
 
 

@@ -10,10 +10,10 @@ import random
 
 import pytest
 
+from tests.support.kv import kv_replica
 from zraft.api import codes
 from zraft.api.book import RequestBook
 from zraft.api.routes import Reply, Request, Route
-from zraft.builtin.kv import KVStore
 from zraft.core import (
     CoreConfig,
     Entry,
@@ -28,8 +28,7 @@ from zraft.core import (
     SoftState,
 )
 from zraft.node.shell import Shell
-from zraft.plugins import CommandTable, ZraftPluginManager
-from zraft.replica import Replica, entries
+from zraft.replica import entries
 
 ELECTION_TICKS = 10
 
@@ -83,11 +82,8 @@ def node() -> tuple[Shell, Recorder]:
         id="n2", voters=("n1", "n2", "n3"), election_ticks=ELECTION_TICKS, boot_lease=False
     )
     raft = Raft(cfg, random.Random(1))
-    pm = ZraftPluginManager()
-    pm.register(KVStore(), name="kv")
-    commands = CommandTable.from_plugins(pm)
-    replica = Replica(pm, commands)
-    book = RequestBook(commands, replica, timeout_s=1.0, max_pending=100)
+    replica = kv_replica()
+    book = RequestBook(replica.commands, replica, timeout_s=1.0, max_pending=100)
     io = Recorder()
     clients = {"n1": "tcp://n1", "n2": "tcp://n2", "n3": "tcp://n3"}
     return Shell(raft, replica, book, io, clients), io

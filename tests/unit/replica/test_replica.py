@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.kv import kv_replica
 from zraft.api import codes
-from zraft.builtin.kv import KVStore
 from zraft.core import Entry, EntryKind
-from zraft.plugins import CommandTable, ZraftPluginManager
+from zraft.plugins import CommandTable
 from zraft.replica import Replica, pack_capture, unpack_capture
 from zraft.replica.sessions import RESPONSES_PER_CLIENT, Duplicate, Expired, SessionTable
 from zraft.statemachine import Outcome
 
 
 def make_replica(observe: bool = False) -> Replica:
-    pm = ZraftPluginManager()
-    pm.register(KVStore(), name="kv")
-    return Replica(pm, CommandTable.from_plugins(pm), observe_applied=observe)
+    return kv_replica(observe_applied=observe)
 
 
 def entry(r: Replica, index: int, command: dict, client: str = "", seq: int = 0, at: int = 0):

@@ -17,7 +17,7 @@ from zraft.core.state import RaftState
 TRANSFER_CONTEXT = b"transfer"  # marks a campaign started by TIMEOUT_NOW (thesis §3.10)
 
 VOTE_REQUESTS = (MsgType.VOTE, MsgType.PRE_VOTE)
-LEADER_MESSAGES = (MsgType.APPEND, MsgType.HEARTBEAT)
+LEADER_MESSAGES = (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT)
 
 
 def start_election(r: RaftState, pre_vote: bool, forced: bool) -> None:

@@ -10,7 +10,7 @@ election timer on each (§5.2), starts an election at once on TIMEOUT_NOW
 from __future__ import annotations
 
 import zraft.core.reads as reads
-from zraft.core.messages import Message, MsgType
+from zraft.core.messages import Message, MsgType, SnapshotMeta
 from zraft.core.state import RaftState
 
 
@@ -26,6 +26,10 @@ def step(r: RaftState, m: Message) -> None:
         r.set_leader(m.src)
         r.log.commit_to(min(m.commit, r.log.last_index()))
         r.send(MsgType.HEARTBEAT_RESP, m.src, context=m.context)
+    elif t is MsgType.SNAPSHOT:
+        r.election_elapsed = 0
+        r.set_leader(m.src)
+        handle_snapshot(r, m)
     elif t is MsgType.TIMEOUT_NOW:
         r.campaign(transfer=True)
     elif t is MsgType.READ_INDEX_RESP:
@@ -60,3 +64,23 @@ def handle_append(r: RaftState, m: Message) -> None:
         reject_hint=hint_index,
         log_term=hint_term,
     )
+
+
+def handle_snapshot(r: RaftState, m: Message) -> None:
+    """Take a snapshot the leader streamed to us, now whole on disk (Raft §7, thesis §5.1).
+
+    A snapshot at or below our commit index brings nothing. If our log holds
+    its last entry (same index and term), the entries after it are kept and
+    the commit index moves up to it. Otherwise the whole log goes and the
+    driver switches the snapshot in (``Ready.snapshot``) before it answers.
+    """
+    log = r.log
+    if m.index <= log.committed:
+        r.send(MsgType.APPEND_RESP, m.src, index=log.committed)
+        return
+    if log.match_term(m.index, m.log_term):
+        log.commit_to(m.index)
+    else:
+        log.restore(m.index, m.log_term)
+        r.pending_snapshot = SnapshotMeta(m.index, m.log_term, r.voters)
+    r.send(MsgType.APPEND_RESP, m.src, index=m.index)

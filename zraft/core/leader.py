@@ -109,6 +109,9 @@ def _handle_append_response(r: RaftState, m: Message, pr: Progress) -> None:
         return
     if pr.state is ProgressState.PROBE:
         pr.become_replicate()
+    elif pr.state is ProgressState.SNAPSHOT and pr.match_index >= pr.pending_snapshot:
+        # The follower installed a snapshot (it answers with the snapshot's index).
+        pr.become_replicate()
     if maybe_commit(r):
         broadcast_append(r, send_empty=True)
     elif was_paused:
@@ -145,10 +148,11 @@ def send_append(r: RaftState, to: NodeId, send_empty: bool = True) -> bool:
     prev = pr.next_index - 1
     prev_term = r.log.term(prev)
     if prev_term is None:
-        # The follower needs entries that were compacted away: it needs a
-        # snapshot. Probe again from our first index until snapshots ship.
-        pr.next_index = r.log.first_index()
-        return False
+        # The follower needs entries that were compacted away: only a snapshot
+        # helps (Raft §7). The driver streams its newest one; appends pause.
+        pr.become_snapshot(r.log.snapshot_index)
+        r.send(MsgType.SNAPSHOT, to, index=r.log.snapshot_index, log_term=r.log.snapshot_term)
+        return True
     entries = r.log.slice(
         pr.next_index, r.log.last_index() + 1, r.cfg.max_bytes_per_msg, r.cfg.max_entries_per_msg
     )
@@ -164,6 +168,21 @@ def send_append(r: RaftState, to: NodeId, send_empty: bool = True) -> bool:
     )
     pr.sent(entries[-1].index if entries else prev, len(entries))
     return True
+
+
+def snapshot_reported(r: RaftState, peer: NodeId, index: int, ok: bool) -> None:
+    """Take the driver's word on a snapshot sent to ``peer`` (etcd's ReportSnapshot).
+
+    On success, probe from just after ``index`` (the follower's answer to the
+    install may be lost); on failure, probe from the match index, which asks
+    for a snapshot again once the driver is ready to send one.
+    """
+    pr = r.progress.get(peer)
+    if pr is None or pr.state is not ProgressState.SNAPSHOT:
+        return
+    pr.pending_snapshot = index if ok else 0
+    pr.become_probe()
+    send_append(r, peer)
 
 
 def broadcast_append(r: RaftState, send_empty: bool) -> None:

@@ -178,6 +178,35 @@ class RaftLog:
         if self.term(index) == term and index > self.stable_index:
             self.stable_index = index
 
+    def compact(self, index: int) -> None:
+        """Forget the entries up to ``index``: a durable snapshot covers them (thesis §5.1).
+
+        ``index`` must be applied and durable (never compact what no snapshot
+        holds); an index at or below the current start is ignored.
+        """
+        if index <= self.snapshot_index:
+            return
+        if index > self.applied or index > self.stable_index:
+            raise AssertionError(
+                f"compacting to {index} past applied {self.applied} / stable {self.stable_index}"
+            )
+        term = self.term(index)
+        assert term is not None
+        del self.entries[: index - self.snapshot_index]
+        self.snapshot_index, self.snapshot_term = index, term
+
+    def restore(self, index: int, term: int) -> None:
+        """Replace the whole log by a snapshot ending at (``index``, ``term``) (Raft §7).
+
+        Used when the log does not hold that entry: every entry is dropped,
+        and everything up to ``index`` counts as committed, applied and durable.
+        """
+        if index <= self.committed:
+            raise AssertionError(f"restoring snapshot {index} at or below commit {self.committed}")
+        self.entries = []
+        self.snapshot_index, self.snapshot_term = index, term
+        self.committed = self.applied = self.stable_index = index
+
     def applied_to(self, index: int) -> None:
         """Record that entries up to ``index`` were handed to the state machine."""
         if index > self.applied:

@@ -72,7 +72,7 @@ class MsgType(enum.IntEnum):
     READ_INDEX = 9  # follower asks the leader for a read index (thesis §6.4)
     READ_INDEX_RESP = 10
     TIMEOUT_NOW = 11  # leadership transfer: start an election now (thesis §3.10)
-    SNAPSHOT = 12  # InstallSnapshot RPC (§7); reserved for log compaction
+    SNAPSHOT = 12  # InstallSnapshot (§7): between core and driver; the bytes travel apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,13 @@ class Message:
       ``index`` = read index, the same ``context``, ``reject`` when the leader
       cannot serve it. The core ignores either when its context does not decode.
     * TIMEOUT_NOW: no payload.
+    * SNAPSHOT never goes on the wire as a Message (Raft §7, thesis §5.1; the
+      snapshot's bytes travel as a chunked stream beside the Raft messages):
+      from a leader's core it asks the driver to stream its newest snapshot
+      to ``dst`` (``index``/``log_term`` = the leader's log start, the least
+      snapshot index that helps); a follower's driver steps one into its core
+      once it holds a whole, verified snapshot file: ``index``/``log_term`` =
+      the snapshot's last included index and term.
     """
 
     type: MsgType
@@ -195,6 +202,11 @@ class Ready:
     3. apply ``committed_entries`` in order, and serve ``read_states`` once
        applied far enough.
     4. observe ``soft_state`` (None when unchanged).
+
+    ``snapshot`` (not None only on a follower that accepted an InstallSnapshot)
+    comes first in step 1: switch the received snapshot in (state machine and
+    log) before persisting anything else; the log now starts after it, and
+    the answer to the leader is in ``messages``.
     """
 
     soft_state: SoftState | None = None
@@ -205,6 +217,7 @@ class Ready:
     read_states: tuple[ReadState, ...] = ()
     must_sync: bool = False
     early_messages: tuple[Message, ...] = ()
+    snapshot: SnapshotMeta | None = None
 
     def is_empty(self) -> bool:
         """Tell whether there is nothing to do."""
@@ -216,4 +229,5 @@ class Ready:
             or self.committed_entries
             or self.read_states
             or self.early_messages
+            or self.snapshot
         )

@@ -14,6 +14,7 @@ from collections import deque
 class ProgressState(enum.Enum):
     PROBE = "probe"  # one append per heartbeat interval until the match is found
     REPLICATE = "replicate"  # pipelined: several appends in flight
+    SNAPSHOT = "snapshot"  # the follower needs compacted entries: a snapshot is on its way
 
 
 class Progress:
@@ -26,6 +27,7 @@ class Progress:
         "probe_sent",
         "inflight",
         "max_inflight",
+        "pending_snapshot",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -35,11 +37,14 @@ class Progress:
         self.probe_sent = False
         self.inflight: deque[int] = deque()  # last index of each append in flight
         self.max_inflight = max_inflight
+        self.pending_snapshot = 0  # SNAPSHOT state: the least snapshot index that helps
 
     def is_paused(self) -> bool:
         """Tell whether no new append may be sent now."""
         if self.state is ProgressState.PROBE:
             return self.probe_sent
+        if self.state is ProgressState.SNAPSHOT:
+            return True  # nothing but the snapshot helps until it is installed
         return len(self.inflight) >= self.max_inflight
 
     def sent(self, last_index: int, n_entries: int) -> None:
@@ -86,20 +91,36 @@ class Progress:
             return True
         if self.next_index - 1 != rejected:
             return False  # not a reply to the probe we are waiting for
+        if hint < self.match_index:
+            # The follower no longer holds entries it acknowledged: its data
+            # directory was wiped or restored from an older copy. Probe below
+            # its old match (commit never moves back), down to a snapshot if
+            # need be, instead of re-sending the same probe forever.
+            self.match_index = hint
         self.next_index = max(min(rejected, hint + 1), self.match_index + 1, 1)
         self.probe_sent = False
         return True
 
     def become_probe(self) -> None:
-        """Fall back to probing from just after the match index."""
+        """Fall back to probing from just after the match index (or the snapshot sent)."""
+        next_index = max(self.match_index, self.pending_snapshot) + 1
         self.state = ProgressState.PROBE
         self.probe_sent = False
         self.inflight.clear()
-        self.next_index = self.match_index + 1
+        self.pending_snapshot = 0
+        self.next_index = next_index
+
+    def become_snapshot(self, index: int) -> None:
+        """Pause appends while a snapshot of at least ``index`` goes to the follower."""
+        self.state = ProgressState.SNAPSHOT
+        self.probe_sent = False
+        self.inflight.clear()
+        self.pending_snapshot = index
 
     def become_replicate(self) -> None:
         """Start pipelining appends after the match index."""
         self.state = ProgressState.REPLICATE
         self.probe_sent = False
         self.inflight.clear()
+        self.pending_snapshot = 0
         self.next_index = self.match_index + 1

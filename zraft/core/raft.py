@@ -64,7 +64,8 @@ class Raft(RaftState):
     """One node's Raft state machine. Single-threaded: the driver is the only caller.
 
     The door: ``tick``, ``step``, ``propose``, ``read_index``, ``campaign``,
-    ``transfer_leader`` go in; ``has_ready``/``ready``/``advance`` come out;
+    ``transfer_leader``, ``compact``, ``report_snapshot`` go in;
+    ``has_ready``/``ready``/``advance`` come out;
     ``status`` and ``transfer_target`` observe. ``role``, ``term`` and
     ``leader_id`` are plain attributes, read-only for callers. Between
     ``ready()`` and ``advance()`` the caller must not call anything else: it
@@ -193,6 +194,21 @@ class Raft(RaftState):
             return
         election.start_election(self, pre_vote=self.cfg.pre_vote and not transfer, forced=transfer)
 
+    def compact(self, index: int) -> None:
+        """Forget log entries up to ``index``; a durable snapshot holds them (thesis §5.1).
+
+        The driver calls this only after a snapshot at or beyond ``index`` is
+        durable, and keeps a tail of entries below the snapshot for followers
+        that lag a little. ``index`` must be applied; at or below the log's
+        start it does nothing.
+        """
+        self.log.compact(index)
+
+    def report_snapshot(self, peer: NodeId, index: int, ok: bool) -> None:
+        """Tell the leader how streaming snapshot ``index`` to ``peer`` ended."""
+        if self.role is Role.LEADER:
+            leader.snapshot_reported(self, peer, index, ok)
+
     def transfer_leader(self, target: NodeId) -> None:
         """Hand leadership to ``target`` once its log is caught up (thesis §3.10).
 
@@ -213,6 +229,7 @@ class Raft(RaftState):
             or self.read_states
             or self.append_pending
             or self.read_heartbeat_pending
+            or self.pending_snapshot is not None
             or self.log.stable_index < self.log.last_index()
             or self.log.committed > self.log.applied
             or self._soft() != self._prev_soft
@@ -245,12 +262,15 @@ class Raft(RaftState):
             messages=tuple(msgs),
             committed_entries=self.log.next_committed(),
             read_states=tuple(read_states),
-            must_sync=bool(entries) or vote_changed,
+            must_sync=bool(entries) or vote_changed or self.pending_snapshot is not None,
             early_messages=tuple(early),
+            snapshot=self.pending_snapshot,
         )
 
     def advance(self, rd: Ready) -> None:
         """Record that ``rd`` was persisted, sent and applied."""
+        if rd.snapshot is not None and rd.snapshot == self.pending_snapshot:
+            self.pending_snapshot = None
         if rd.soft_state is not None:
             self._prev_soft = rd.soft_state
         if rd.hard_state is not None:

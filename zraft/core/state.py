@@ -26,6 +26,7 @@ from zraft.core.messages import (
     ReadContext,
     ReadState,
     Role,
+    SnapshotMeta,
 )
 from zraft.core.progress import Progress
 from zraft.core.quorum import MajorityConfig
@@ -75,6 +76,7 @@ class RaftState(abc.ABC):
         self.forwarded_reads: dict[ReadContext, None] = {}
         self.append_pending = False
         self.read_heartbeat_pending = False
+        self.pending_snapshot: SnapshotMeta | None = None  # follower: install it (Ready)
 
     # ------------------------------------------------------------------
     # role switches (implemented by Raft)

@@ -6,7 +6,8 @@ replicated state (``zraft.replica.Replica``) and the request book
 ARCHITECTURE.md fixes ("The one door"):
 
 0. send the leader's early messages (thesis §10.2.1),
-1. persist hard state and entries (fsync when the Ready says so),
+1. switch in a received snapshot, then persist hard state and entries
+   (fsync when the Ready says so),
 2. send the other messages,
 3. apply committed entries, answer the writes they complete and the reads
    now applied far enough, and hand read states to their owners,
@@ -43,6 +44,7 @@ from zraft.core import (
     ReadState,
     Ready,
     Role,
+    SnapshotMeta,
     SoftState,
 )
 from zraft.replica import Replica
@@ -56,6 +58,9 @@ MAX_READYS_PER_ROUND = 64
 
 class Io(Protocol):
     """What the shell asks of the world, in Ready order. Called on the driver thread only."""
+
+    def install(self, meta: SnapshotMeta) -> None:
+        """Switch in the received snapshot ``meta`` (state and log), durably; raises on failure."""
 
     def persist(self, hard_state: HardState | None, entries: tuple[Entry, ...], sync: bool) -> None:
         """Write hard state and entries; fsync when ``sync``. Raises on a storage failure."""
@@ -212,6 +217,9 @@ class Shell:
         io = self.io
         if rd.early_messages:
             io.send(rd.early_messages)  # thesis §10.2.1: the leader's appends go first
+        if rd.snapshot is not None:
+            io.install(rd.snapshot)  # before anything after it is persisted (Raft §7)
+            self.book.served_applied()
         if rd.hard_state is not None or rd.entries:
             io.persist(rd.hard_state, rd.entries, rd.must_sync)
         if rd.messages:

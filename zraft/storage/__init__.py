@@ -55,7 +55,7 @@ class Recovered:
 class LogStorage(Protocol):
     """The WAL seam. Single-threaded: the driver thread is the only caller.
 
-    Call order: ``open`` once, then any number of ``append``/``compact``,
+    Call order: ``open`` once, then any number of ``append``/``compact``/``install``,
     then ``close``. Every method raises ``StorageError`` on an I/O failure,
     after which the object must not be used again.
 
@@ -80,6 +80,9 @@ class LogStorage(Protocol):
 
     def compact(self, snapshot: SnapshotMeta) -> None:
         """Forget entries up to ``snapshot.index`` (the snapshot is already durable)."""
+
+    def install(self, snapshot: SnapshotMeta) -> None:
+        """Discard every entry durably: a received snapshot replaced the log (Raft §7)."""
 
     def close(self) -> None:
         """Release files. Does not fsync."""

@@ -44,6 +44,10 @@ class _State:
             del self.entries[: snapshot.index - self.snapshot.index]
         self.snapshot = snapshot
 
+    def install(self, snapshot: SnapshotMeta) -> None:
+        self.entries.clear()
+        self.snapshot = snapshot
+
     def copy(self) -> _State:
         return _State(self.hard_state, self.snapshot, list(self.entries))
 
@@ -100,6 +104,13 @@ class MemoryStorage:
         self._sync()
         self._written.compact(snapshot)
         self._durable.compact(snapshot)
+
+    def install(self, snapshot: SnapshotMeta) -> None:
+        """Discard the whole log for a received snapshot, durably (like the WAL's INSTALL)."""
+        self._check_usable()
+        self._sync()
+        self._written.install(snapshot)
+        self._durable.install(snapshot)
 
     def close(self) -> None:
         """Do nothing: there are no files. Unsynced writes stay lost on ``crash()``."""

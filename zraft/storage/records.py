@@ -11,7 +11,10 @@ other header bit) is detected before it is trusted. Payloads:
 * ENTRY: ``<QQB`` term, index, kind, then the raw entry data;
 * HARD_STATE: ``<QQ`` term, commit, then voted_for in utf-8;
 * SNAPSHOT_MARK: ``snapshot.encode_meta`` (index, term, voters): the log starts
-  after ``index``.
+  after ``index`` (compaction: entries after ``index`` are kept);
+* INSTALL: the same payload: a snapshot received from the leader replaced the
+  whole log (thesis §5.1), so every entry before this record is discarded and
+  the log starts after ``index``.
 
 Replay applies records in order: a later ENTRY at index ``i`` discards every
 entry at ``i`` or above that came before it (a suffix overwrite, Raft §5.3).
@@ -30,6 +33,7 @@ from zraft.storage.snapshot import decode_meta
 ENTRY = 1
 HARD_STATE = 2
 SNAPSHOT_MARK = 3
+INSTALL = 4
 
 HEADER = struct.Struct("<IBII")  # payload length, type, crc32(payload), header crc
 HEADER_SIZE = HEADER.size  # 13
@@ -123,6 +127,14 @@ class Replay:
             del log[: meta.index - self.first + 1]
             self.first = meta.index + 1
 
+    def install(self, meta: SnapshotMeta) -> None:
+        if meta.index < self.mark.index:
+            raise Bad(f"installed snapshot {meta.index} is below the mark {self.mark.index}")
+        self.mark = meta
+        self.mark_seen = True
+        self.log.clear()
+        self.first = meta.index + 1
+
 
 def scan(where: str, buf: bytes, is_last: bool, replay: Replay) -> tuple[int, int]:
     """Replay the records of one segment file; return (where its valid data ends, its
@@ -177,6 +189,8 @@ def scan(where: str, buf: bytes, is_last: bool, replay: Replay) -> tuple[int, in
                 replay.hard_state = HardState(term=term, voted_for=voted_for, commit=commit)
             elif rtype == SNAPSHOT_MARK:
                 replay.snapshot_mark(decode_meta(view[body:end]))
+            elif rtype == INSTALL:
+                replay.install(decode_meta(view[body:end]))
             else:
                 raise Bad(f"unknown record type {rtype}")
         except (Bad, ValueError) as exc:  # UnicodeDecodeError is a ValueError

@@ -38,6 +38,7 @@ from zraft.storage.records import (
     ENT,
     ENTRY,
     HEAD,
+    INSTALL,
     SNAPSHOT_MARK,
     U32,
     Replay,
@@ -228,6 +229,35 @@ class WalStorage:
                 raise StorageError(f"cannot remove {seg.path}: {exc}") from exc
             removed = True
         if removed:
+            self._fsync_dir()
+
+    def install(self, snapshot: SnapshotMeta) -> None:
+        """Record (durably) that a received snapshot replaced the whole log; drop old segments.
+
+        The snapshot file must already be durable. Every stored entry is
+        discarded (Raft §7: the log did not hold the snapshot's last entry),
+        the log continues at ``snapshot.index + 1``, and every segment but the
+        one being appended to is deleted (they hold nothing the node needs).
+        """
+        self._check_usable()
+        if snapshot.index < self._snapshot.index:
+            raise ValueError(
+                f"installing snapshot {snapshot.index} below the log start {self._snapshot.index}"
+            )
+        blob = record(INSTALL, encode_meta(snapshot)) + hard_state_record(self._hard_state)
+        self._write(blob, snapshot.index + 1)
+        self._fsync()
+        self._snapshot = snapshot
+        self._last_index = snapshot.index
+        self._segments[-1].max_index = snapshot.index
+        if len(self._segments) > 1:
+            old, self._segments = self._segments[:-1], self._segments[-1:]
+            for seg in old:
+                try:
+                    seg.path.unlink()
+                except OSError as exc:
+                    self._failed = True
+                    raise StorageError(f"cannot remove {seg.path}: {exc}") from exc
             self._fsync_dir()
 
     def close(self) -> None:

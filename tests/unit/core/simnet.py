@@ -22,11 +22,13 @@ from zraft.core import (
     EntryKind,
     HardState,
     Message,
+    MsgType,
     Raft,
     RaftLog,
     ReadContext,
     ReadState,
     Role,
+    SnapshotMeta,
     SoftState,
 )
 from zraft.node.shell import Shell
@@ -66,6 +68,10 @@ class SimNode:
         self.seed = seed
         self.durable_hs = HardState()
         self.durable_log: list[Entry] = []
+        # The durable snapshot (meta, applied entries up to it) and where the log starts.
+        self.snapshot: tuple[SnapshotMeta, list[Entry]] | None = None
+        self.log_start = SnapshotMeta()
+        self.incoming: tuple[SnapshotMeta, list[Entry]] | None = None  # a received snapshot
         self.crashes = 0
         self._start(Raft(self.cfg, random.Random(seed)))
 
@@ -84,9 +90,32 @@ class SimNode:
     def restart(self) -> None:
         """Crash and restart from what was durable (volatile state is lost)."""
         self.crashes += 1
-        log = RaftLog(list(self.durable_log))
+        start = self.log_start
+        snap_index = self.snapshot[0].index if self.snapshot else 0
+        log = RaftLog(
+            list(self.durable_log), start.index, start.term, self.durable_hs.commit, snap_index
+        )
         seed = self.seed * 1000 + self.crashes
         self._start(Raft(self.cfg, random.Random(seed), self.durable_hs, log))
+        if self.snapshot:
+            self._applied.entries = list(self.snapshot[1])
+            self._applied.applied_index = snap_index
+
+    def take_snapshot(self, keep: int = 0) -> SnapshotMeta:
+        """Snapshot the applied state (durably), then compact all but ``keep`` entries."""
+        index = self._applied.applied_index
+        term = self.raft.log.term(index)
+        assert term is not None
+        meta = SnapshotMeta(index, term, self.voters)
+        self.snapshot = (meta, list(self._applied.entries))
+        start = max(index - keep, self.log_start.index)
+        if start > self.log_start.index:
+            start_term = self.raft.log.term(start)
+            assert start_term is not None
+            self.raft.compact(start)
+            del self.durable_log[: start - self.log_start.index]
+            self.log_start = SnapshotMeta(start, start_term)
+        return meta
 
     def handle_ready(self) -> list[Message]:
         """Run one Ready in the driver's order; return messages to send."""
@@ -98,11 +127,20 @@ class SimNode:
 
     # -- Io ------------------------------------------------------------------
 
+    def install(self, meta: SnapshotMeta) -> None:
+        assert self.incoming is not None and self.incoming[0].index == meta.index
+        self.snapshot = self.incoming
+        self.incoming = None
+        self.durable_log.clear()
+        self.log_start = meta
+        self._applied.entries = list(self.snapshot[1])
+        self._applied.applied_index = meta.index
+
     def persist(self, hard_state: HardState | None, entries: tuple[Entry, ...], sync: bool) -> None:
         if hard_state is not None:
             self.durable_hs = hard_state
         if entries:
-            del self.durable_log[entries[0].index - 1 :]
+            del self.durable_log[entries[0].index - self.log_start.index - 1 :]
             self.durable_log.extend(entries)
 
     def send(self, messages: tuple[Message, ...]) -> None:
@@ -136,6 +174,9 @@ class SimNetwork:
         self.cut: set[tuple[str, str]] = set()  # (src, dst) pairs that drop messages
         self.delivered = 0
         self.drop_filter: Callable[[Message], bool] | None = None
+        self.snapshot_fails = False  # streaming a snapshot fails (the sender reports it)
+        self.snapshots_sent = 0
+        self._failed_snapshots: list[Message] = []
 
     # -- faults ------------------------------------------------------------
 
@@ -178,13 +219,31 @@ class SimNetwork:
                 if self.drop_filter is not None and self.drop_filter(m):
                     continue
                 self.delivered += 1
-                self.nodes[m.dst].raft.step(m)
+                if m.type is MsgType.SNAPSHOT:
+                    self._stream_snapshot(m)
+                else:
+                    self.nodes[m.dst].raft.step(m)
         raise AssertionError("network did not go quiet")
+
+    def _stream_snapshot(self, m: Message) -> None:
+        """What a driver does for a leader's SNAPSHOT: stream its snapshot, then report."""
+        src, dst = self.nodes[m.src], self.nodes[m.dst]
+        if src.snapshot is None or src.snapshot[0].index < m.index or self.snapshot_fails:
+            self._failed_snapshots.append(m)  # reported at the next tick: a driver backs off
+            return
+        meta, entries = src.snapshot
+        dst.incoming = (meta, list(entries))
+        dst.raft.step(Message(MsgType.SNAPSHOT, m.term, m.src, m.dst, meta.index, meta.term))
+        src.raft.report_snapshot(m.dst, meta.index, ok=True)
+        self.snapshots_sent += 1
 
     def tick(self, n: int = 1, only: Iterable[str] | None = None) -> None:
         """Tick nodes ``n`` times, delivering messages after each tick."""
         ids = tuple(only) if only is not None else self.ids
         for _ in range(n):
+            failed, self._failed_snapshots = self._failed_snapshots, []
+            for m in failed:
+                self.nodes[m.src].raft.report_snapshot(m.dst, m.index, ok=False)
             for nid in ids:
                 self.nodes[nid].raft.tick()
             self.deliver_all()

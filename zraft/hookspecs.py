@@ -2,8 +2,10 @@
 
 Three families (README "Writing a payload plugin", "Writing a state machine"):
 
-* **state machine**: commands, apply, tick, next_deadline, query, snapshot,
-  restore. Driver thread, deterministic, in log order.
+* **state machine**: commands, apply, tick, next_deadline, query, and one
+  snapshot pair: snapshot + restore (the whole state as one bytes value) or
+  snapshot_stream + restore_stream (a large state, in chunks). Driver
+  thread, deterministic, in log order.
 * **payloads**: became_leader, became_follower, became_candidate, node_start,
   node_stop. Never on the driver thread (``zraft.payload.runner``); each
   plugin has its own threads, and a hook that hangs or raises is logged and
@@ -18,7 +20,7 @@ Rules for all hooks:
 * Names start with ``zraft_``; a test fails if one here lacks a docstring.
 * ``zraft_apply`` and ``zraft_query`` are called only on the plugin that
   declared the command in ``zraft_commands``, so ``None`` is a valid result.
-* State-machine hooks (apply, tick, query, snapshot, restore, next_deadline)
+* State-machine hooks (apply, tick, query, the snapshot pairs, next_deadline)
   run on the driver thread, in log order, and must be deterministic: every
   node applies the same entries and must reach the same state. They must not
   read the local clock, randomness or anything outside the entry; time comes
@@ -31,6 +33,7 @@ Rules for all hooks:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -116,6 +119,35 @@ def zraft_restore(data: bytes) -> None:
 
     zraft calls each plugin's implementation with the bytes that plugin's
     ``zraft_snapshot`` produced. Raise ``ValueError`` on data it cannot read.
+    """
+
+
+@hookspec
+def zraft_snapshot_stream() -> Iterator[bytes]:
+    """Return an iterator of chunks holding this plugin's state *as of this call*.
+
+    The alternative to ``zraft_snapshot`` for a state too large to copy at
+    once; a plugin implements one pair or the other (a half pair, or both, is
+    a start-up error). zraft pulls the iterator a few chunks per loop round
+    and keeps applying entries in between, so the plugin must keep the state
+    of the call for the iterator (copy-on-write: save a value before changing
+    it while a stream is open) and must never change a value in place.
+    Several streams may be open at once. zraft pulls the first chunk at once,
+    so a generator function may fix its view before its first ``yield``.
+    zraft may ``close()`` the iterator early (an aborted snapshot): release
+    the copy-on-write bookkeeping in a ``finally``. Equal states must give
+    equal bytes; chunk boundaries carry no meaning (a chunk may reach
+    ``zraft_restore_stream`` split or joined).
+    """
+
+
+@hookspec
+def zraft_restore_stream(chunks: Iterator[bytes]) -> None:
+    """Replace this plugin's whole state with the chunks of one ``zraft_snapshot_stream``.
+
+    All or nothing: read every chunk, and raise ``ValueError`` with the state
+    unchanged on data it cannot read. zraft may split or join the chunks the
+    stream produced: parse the concatenation, not each chunk.
     """
 
 

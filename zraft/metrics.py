@@ -174,3 +174,60 @@ class Metrics:
             "Leader: time left on the fencing lease a quorum granted (0 when none or not leader).",
             registry=r,
         )
+        self.snapshots = SnapshotMetrics(r)
+
+
+_SNAP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class SnapshotMetrics:
+    """Snapshots, log compaction and InstallSnapshot (README "Snapshots")."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.taken = Counter(
+            "zraft_snapshot_taken",
+            "Snapshots this node wrote, by result (ok, failed, aborted).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("ok", "failed", "aborted"):
+            self.taken.labels(result)
+        self.duration = Histogram(
+            "zraft_snapshot_duration_seconds",
+            "Time to write one snapshot, from capture to durable file.",
+            buckets=_SNAP_BUCKETS,
+            registry=r,
+        )
+        self.size = Gauge("zraft_snapshot_bytes", "Size of the newest snapshot file.", registry=r)
+        self.index = Gauge(
+            "zraft_snapshot_index", "Last log index the newest snapshot holds.", registry=r
+        )
+        self.first_index = Gauge(
+            "zraft_log_first_index",
+            "First log index still held (older ones compacted).",
+            registry=r,
+        )
+        self.compacted = Counter(
+            "zraft_log_compacted_entries", "Log entries dropped by compaction.", registry=r
+        )
+        self.install = Counter(
+            "zraft_snapshot_install",
+            "InstallSnapshot transfers by direction (sent, received) and result (ok, failed).",
+            ["direction", "result"],
+            registry=r,
+        )
+        self.install_bytes = Counter(
+            "zraft_snapshot_install_bytes",
+            "Snapshot bytes streamed to followers (sent) or from the leader (received).",
+            ["direction"],
+            registry=r,
+        )
+        for direction in ("sent", "received"):
+            self.install_bytes.labels(direction)
+            for result in ("ok", "failed"):
+                self.install.labels(direction, result)
+        self.load_seconds = Gauge(
+            "zraft_snapshot_load_seconds",
+            "Time the last snapshot load or install took.",
+            registry=r,
+        )

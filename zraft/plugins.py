@@ -170,7 +170,41 @@ def make_plugin_manager(
         name = pm.get_name(exc.plugin) or "?"
         source = pm.sources.get(name, "?")
         raise PluginError(f"plugin {name!r} ({source}): {exc}") from exc
+    snapshot_plugins(pm)
     return pm
+
+
+SNAPSHOT_PAIRS = (
+    ("zraft_snapshot", "zraft_restore"),
+    ("zraft_snapshot_stream", "zraft_restore_stream"),
+)
+
+
+def snapshot_plugins(pm: pluggy.PluginManager) -> dict[str, bool]:
+    """Return the plugins with replicated state: name -> whether it streams its snapshot.
+
+    A plugin has state when it implements one snapshot pair: ``zraft_snapshot``
+    with ``zraft_restore``, or ``zraft_snapshot_stream`` with
+    ``zraft_restore_stream`` (True). Raises PluginError for a half pair or
+    for both pairs: that plugin's state could not be snapshotted or restored.
+    """
+    has: dict[str, set[str]] = {}
+    for pair in SNAPSHOT_PAIRS:
+        for hook in pair:
+            for impl in getattr(pm.hook, hook).get_hookimpls():
+                has.setdefault(impl.plugin_name, set()).add(hook)
+    out: dict[str, bool] = {}
+    for name, hooks in has.items():
+        whole = [set(pair) <= hooks for pair in SNAPSHOT_PAIRS]
+        if whole.count(True) != 1 or len(hooks) != 2:
+            source = getattr(pm, "sources", {}).get(name, "?")
+            raise PluginError(
+                f"plugin {name!r} ({source}): implement exactly one snapshot pair, "
+                f"zraft_snapshot + zraft_restore or zraft_snapshot_stream + "
+                f"zraft_restore_stream (it has {', '.join(sorted(hooks))})"
+            )
+        out[name] = whole[1]
+    return out
 
 
 def configure_plugins(

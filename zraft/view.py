@@ -35,6 +35,8 @@ class NodeView:
     sessions: int = 0
     last_contact_s: dict[str, float] = field(default_factory=dict)  # peer -> s (-1: never)
     payloads: dict[str, Any] = field(default_factory=dict)
+    snapshot_index: int = 0  # the newest snapshot on disk (0: none)
+    snapshot_failing: bool = False  # the last snapshot attempt failed
 
     def status(self) -> dict[str, Any]:
         """Return the ``status`` reply's result (documented in README.md)."""
@@ -49,6 +51,8 @@ class NodeView:
             payloads=self.payloads,
             sessions=self.sessions,
             leader_client=self.leader_client,
+            snapshot_index=self.snapshot_index,
+            snapshot_failing=self.snapshot_failing,
         )
         return st
 

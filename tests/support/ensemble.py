@@ -117,7 +117,8 @@ class Ensemble:
     """``n`` nodes ``n1..nN`` of one ensemble file (``workdir/ensemble.toml``) on ``net``.
 
     ``net`` defaults to a fresh ``Loopback``. ``timing`` overrides ``TIMING``;
-    ``extra_toml`` is appended before the ``[[node]]`` tables; ``metrics`` gives
+    ``extra_toml`` is appended before the ``[[node]]`` tables, ``raft_toml``
+    inside ``[raft]``; ``metrics`` gives
     every node an HTTP endpoint (``self.metrics``); ``unsafe`` is the nodes'
     ``ZRAFT_UNSAFE_TEST_ONLY`` (never inherited from this process). Nothing
     starts before ``start()``; ``stop_all()`` then ``close()`` end it (so does
@@ -137,6 +138,7 @@ class Ensemble:
         extra_toml: str = "",
         metrics: bool = False,
         unsafe: str = "",
+        raft_toml: str = "",
     ) -> None:
         self.workdir = workdir
         self.net = net = net or Loopback()
@@ -151,7 +153,7 @@ class Ensemble:
         lines = [
             f'[ensemble]\nname = "{name}"\n',
             f"[raft]\ntick_ms = {t['tick_ms']}\nheartbeat_interval_ms = {t['heartbeat_ms']}\n"
-            f"election_timeout_ms = {t['election_ms']}\n",
+            f"election_timeout_ms = {t['election_ms']}\n{raft_toml}\n",
         ]
         if "request_timeout_ms" in t:
             lines.append(f"[client]\nrequest_timeout_ms = {t['request_timeout_ms']}\n")

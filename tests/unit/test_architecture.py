@@ -89,6 +89,20 @@ def test_api_payload_and_replica_never_import_the_node() -> None:
             assert not bad, f"zraft/{pkg}/{path.name} imports {sorted(bad)}"
 
 
+def test_snapshots_sit_between_the_layers_below_and_the_node() -> None:
+    # zraft/snapshot/ uses the core, storage, transport (snapshot frames) and replica
+    # (captures); only the node and above use it.
+    below = ("zraft.core", "zraft.storage", "zraft.transport", "zraft.replica")
+    for path in (PKG / "snapshot").rglob("*.py"):
+        for mod in internal_imports(path):
+            ok = mod.startswith((*below, "zraft.snapshot")) or mod == "zraft"
+            assert ok, f"zraft/snapshot/{path.name} imports {mod}"
+    for pkg in below:
+        for path in (PKG / pkg.removeprefix("zraft.")).rglob("*.py"):
+            bad = {m for m in internal_imports(path) if m.startswith("zraft.snapshot")}
+            assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
 def test_only_the_shell_calls_the_cores_door() -> None:
     for path in PKG.rglob("*.py"):
         if path.is_relative_to(CORE) or path.is_relative_to(PKG / "node"):

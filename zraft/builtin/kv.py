@@ -7,6 +7,13 @@ next ``zraft_tick`` at or after it removes the key from the state. The logical
 time is always ``ctx.timestamp_ms`` (stamped into the entry by the leader, or
 the last applied entry's stamp for reads), never this node's clock: every
 replica must expire the same keys at the same log index.
+
+Snapshots stream (``zraft_snapshot_stream``): a capture lists the keys when
+it starts and then reads the live dicts, and every change to a key while a
+capture is open first saves the key's old value and deadline for it
+(copy-on-write), so the node keeps applying writes while the snapshot is
+written and memory grows only by the values changed meanwhile. Values are
+never changed in place: every write stores a new object.
 """
 
 from __future__ import annotations
@@ -14,17 +21,16 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
 
 from zraft.api import codes
+from zraft.builtin import kv_snapshot
 from zraft.hookspecs import hookimpl
 from zraft.statemachine import ApplyContext, Arg, CommandError, CommandSpec, QueryContext
 
-SNAPSHOT_FORMAT = "zraft.kv"
-SNAPSHOT_VERSION = 1
 MAX_KEY_CHARS = 1024
 MAX_KEYS_LIMIT = 100_000
 MAX_MGET_KEYS = 100_000
@@ -155,6 +161,15 @@ def _json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _restored_entry(key: Any, value: Any) -> tuple[str, Any]:
+    """Check a key and value read from a snapshot; ValueError when a write would refuse them."""
+    try:
+        key = _key(key)
+        return key, _normalize(value, key)
+    except CommandError as exc:
+        raise ValueError(exc.message) from exc
+
+
 class KVStore:
     """The key-value state machine: one instance per node, all state on the instance.
 
@@ -170,6 +185,7 @@ class KVStore:
         # (deadline, key) pairs; an entry is stale unless _deadlines[key] still
         # equals its deadline. Stale entries are dropped when they reach the top.
         self._heap: list[tuple[int, str]] = []
+        self._captures: list[kv_snapshot.Cow] = []  # open snapshot streams (copy-on-write)
         self._writes: dict[str, Callable[[dict[str, Any], int], Any]] = {
             "set": self._set,
             "del": self._del,
@@ -228,53 +244,53 @@ class KVStore:
         return heap[0][0] if heap else None
 
     @hookimpl
-    def zraft_snapshot(self) -> bytes:
-        """Return the state as msgpack: format, version, data and deadlines, keys sorted."""
-        return msgpack.packb(
-            {
-                "format": SNAPSHOT_FORMAT,
-                "version": SNAPSHOT_VERSION,
-                "data": {k: self._data[k] for k in sorted(self._data)},
-                "deadlines": {k: self._deadlines[k] for k in sorted(self._deadlines)},
-            },
-            use_bin_type=True,
-        )
+    def zraft_snapshot_stream(self) -> Iterator[bytes]:
+        """Return the state as of this call, in chunks, while later writes go on.
+
+        Chunk 0 is msgpack ``{"format", "version", "keys": n}``; then come the
+        ``n`` rows ``[key, value, deadline or nil]`` in dict order (the same
+        history gives the same order; ``zraft_restore_stream`` keeps it), each
+        one msgpack array, up to ROWS_PER_CHUNK rows or CHUNK_BYTES a chunk.
+        Costs a list of the keys up front; closing the iterator early ends the
+        copy-on-write bookkeeping.
+        """
+        stream = self._stream()
+        next(stream)  # run to the first yield: the view is fixed and registered now
+        return stream
+
+    def _stream(self) -> Iterator[bytes]:
+        cow = kv_snapshot.Cow(self._data, self._deadlines)
+        self._captures.append(cow)
+        try:
+            yield b""  # taken by zraft_snapshot_stream, so that `finally` always runs
+            yield from kv_snapshot.chunks(cow)
+        finally:
+            if cow in self._captures:  # a restore detaches the open captures
+                self._captures.remove(cow)
 
     @hookimpl
-    def zraft_restore(self, data: bytes) -> None:
-        """Replace the whole state with a ``zraft_snapshot`` result.
+    def zraft_restore_stream(self, chunks: Iterator[bytes]) -> None:
+        """Replace the whole state with a ``zraft_snapshot_stream``'s chunks, in their order.
 
-        Raises ValueError, leaving the state unchanged, if ``data`` is not a
-        well-formed kv snapshot of a supported version.
+        Reads every chunk. Raises ValueError, leaving the state unchanged, if
+        they are not exactly one well-formed kv snapshot of a supported
+        version. Open captures keep reading the state they started from.
         """
-        try:
-            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
-        except Exception as exc:
-            raise ValueError(f"kv snapshot is not valid msgpack: {exc}") from exc
-        if not isinstance(obj, dict) or obj.get("format") != SNAPSHOT_FORMAT:
-            raise ValueError("kv snapshot: missing or wrong 'format'")
-        if obj.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"kv snapshot: unsupported version {obj.get('version')!r}")
-        entries, deadlines = obj.get("data"), obj.get("deadlines")
-        if not isinstance(entries, dict) or not isinstance(deadlines, dict):
-            raise ValueError("kv snapshot: 'data' and 'deadlines' must be maps")
-        try:
-            new_data = {_key(k): _normalize(v, k) for k, v in entries.items()}
-        except CommandError as exc:
-            raise ValueError(f"kv snapshot: bad entry: {exc.message}") from exc
-        new_deadlines: dict[str, int] = {}
-        for key, deadline in deadlines.items():
-            if key not in new_data:
-                raise ValueError(f"kv snapshot: deadline for missing key {key!r}")
-            if type(deadline) is not int or not 0 <= deadline <= INT_MAX:
-                raise ValueError(f"kv snapshot: bad deadline for key {key!r}")
-            new_deadlines[key] = deadline
-        self._data, self._deadlines = new_data, new_deadlines
-        self._heap = sorted((d, k) for k, d in new_deadlines.items())  # sorted is a heap
+        data, deadlines = kv_snapshot.read(chunks, _restored_entry)
+        self._captures = []  # they hold the old dicts, which no write touches again
+        self._data, self._deadlines = data, deadlines
+        self._heap = sorted((d, k) for k, d in deadlines.items())  # sorted is a heap
 
     def digest(self) -> str:
-        """Return the sha256 hex digest of the snapshot: equal on replicas in equal states."""
-        return hashlib.sha256(self.zraft_snapshot()).hexdigest()
+        """Return a sha256 hex digest of the contents, keys sorted (tests, tools).
+
+        Equal on stores with equal keys, values and deadlines, whatever the
+        order the keys were written in (unlike the snapshot, which keeps it).
+        """
+        blob = msgpack.packb(
+            [[k, self._data[k], self._deadlines.get(k)] for k in sorted(self._data)]
+        )
+        return hashlib.sha256(blob).hexdigest()
 
     # -- state helpers -------------------------------------------------------
 
@@ -284,11 +300,29 @@ class KVStore:
         deadline = self._deadlines.get(key)
         return deadline is None or deadline > now
 
+    def _save(self, key: str) -> None:
+        """Before ``key`` changes: give each open capture its old value, once.
+
+        Only a key present now can be one a capture lists and has not saved:
+        removing a key saves it first. A key added after a capture started may
+        be saved too; the capture never reads it.
+        """
+        if key not in self._data:
+            return
+        old = (self._data[key], self._deadlines.get(key))
+        for cow in self._captures:
+            if key not in cow.saved:
+                cow.saved[key] = old
+
     def _drop(self, key: str) -> None:
+        if self._captures:
+            self._save(key)
         self._data.pop(key, None)
         self._deadlines.pop(key, None)  # its heap entries turn stale
 
     def _store(self, key: str, value: Any, deadline: int | None) -> None:
+        if self._captures:
+            self._save(key)
         self._data[key] = value
         if deadline is None:
             self._deadlines.pop(key, None)
@@ -296,6 +330,8 @@ class KVStore:
             self._set_deadline(key, deadline)
 
     def _set_deadline(self, key: str, deadline: int) -> None:
+        if self._captures:
+            self._save(key)
         self._deadlines[key] = deadline
         heapq.heappush(self._heap, (deadline, key))
         # Rewriting TTLs leaves stale entries behind; rebuild before they dominate.
@@ -341,6 +377,8 @@ class KVStore:
             raise CommandError(codes.OVERFLOW, f"incr of {key!r} leaves the signed 64-bit range")
         if not live:
             self._drop(key)  # an expired key comes back without its old deadline
+        elif self._captures:
+            self._save(key)
         self._data[key] = new  # a live key keeps its deadline, as in Redis
         return new
 

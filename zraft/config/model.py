@@ -57,6 +57,17 @@ class RaftConfig:
     max_bytes_per_append: int = _setting(1048576, lo=1)
     # At most this many unacknowledged AppendEntries in flight to one follower.
     max_inflight_appends: int = _setting(64, lo=1)
+    # Take a snapshot once this many entries were applied since the last one.
+    # Lower: less memory, shorter restarts, more snapshot writes (each costs
+    # time proportional to the state's size, on a background thread).
+    snapshot_entries: int = _setting(10000, lo=1)
+    # ... or once the entries applied since the last one hold this many bytes.
+    snapshot_bytes: int = _setting(67108864, lo=1)
+    # Entries kept below the newest snapshot, so a follower that lags a little
+    # catches up from the log instead of a whole snapshot. The log also keeps
+    # every entry after the older of the two snapshots on disk, so a damaged
+    # newest snapshot can be rebuilt from the older one and the log.
+    snapshot_trailing_entries: int = _setting(5000, lo=0)
 
     @property
     def heartbeat_ticks(self) -> int:
@@ -88,8 +99,10 @@ class RaftConfig:
 class StorageConfig:
     """Write-ahead log policy, the ``[storage]`` table."""
 
-    # A WAL segment is closed and a new one started past this size.
-    segment_bytes: int = _setting(67108864, lo=1)
+    # A WAL segment is closed and a new one started past this size. Compaction
+    # deletes whole segments, so the data directory holds up to one segment
+    # beyond what the kept log needs.
+    segment_bytes: int = _setting(4194304, lo=1)
 
 
 @dataclass(frozen=True, slots=True)

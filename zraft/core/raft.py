@@ -36,6 +36,7 @@ from zraft.core.messages import (
     ReadContext,
     Ready,
     Role,
+    SnapshotMeta,
     SoftState,
 )
 from zraft.core.state import RaftState
@@ -194,15 +195,17 @@ class Raft(RaftState):
             return
         election.start_election(self, pre_vote=self.cfg.pre_vote and not transfer, forced=transfer)
 
-    def compact(self, index: int) -> None:
+    def compact(self, index: int) -> SnapshotMeta:
         """Forget log entries up to ``index``; a durable snapshot holds them (thesis §5.1).
 
         The driver calls this only after a snapshot at or beyond ``index`` is
         durable, and keeps a tail of entries below the snapshot for followers
         that lag a little. ``index`` must be applied; at or below the log's
-        start it does nothing.
+        start it does nothing. Returns where the log now starts (the index and
+        term of the last entry dropped), for the WAL's compaction mark.
         """
         self.log.compact(index)
+        return SnapshotMeta(self.log.snapshot_index, self.log.snapshot_term, self.voters)
 
     def report_snapshot(self, peer: NodeId, index: int, ok: bool) -> None:
         """Tell the leader how streaming snapshot ``index`` to ``peer`` ended."""
@@ -319,6 +322,10 @@ class Raft(RaftState):
             progress=progress,
             election_ticks=self.cfg.election_ticks,
         )
+
+    def term_at(self, index: int) -> int | None:
+        """Return the term of the entry at ``index`` (None when compacted or not held)."""
+        return self.log.term(index)
 
     @property
     def transferring(self) -> bool:

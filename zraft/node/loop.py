@@ -32,23 +32,33 @@ from zraft.core import (
     Message,
     MsgType,
     Raft,
-    RaftLog,
     ReadState,
     Role,
+    SnapshotMeta,
     SoftState,
 )
 from zraft.metrics import Metrics
 from zraft.node.observer import Observer
 from zraft.node.shell import Shell
+from zraft.node.snapshots import Snapshots, open_state, snapshot_dir
 from zraft.payload.driver import Payloads
 from zraft.plugins import PluginError, load_plugins
 from zraft.replica import Replica
+from zraft.snapshot.store import SnapshotStore
 from zraft.statemachine import Outcome
 from zraft.storage import LogStorage, StorageError
 from zraft.storage.unsafe import UnsafeWalStorage
 from zraft.storage.wal import WalStorage
 from zraft.transport import sockets
-from zraft.transport.codec import DecodeError, Forward, ForwardReply, decode, encode
+from zraft.transport.codec import (
+    DecodeError,
+    Forward,
+    ForwardReply,
+    SnapAck,
+    SnapChunk,
+    decode,
+    encode,
+)
 from zraft.transport.mesh import PeerMesh
 from zraft.unsafe import CORE_SWITCHES
 from zraft.view import NodeView
@@ -104,14 +114,14 @@ class Node:
             max_inflight=rc.max_inflight_appends,
             unsafe=unsafe & CORE_SWITCHES,
         )
-        log_ = RaftLog(rec.entries, rec.snapshot.index, rec.snapshot.term, rec.hard_state.commit)
-        raft = Raft(core, rng or random.Random(), rec.hard_state, log_)
-        self.replica = Replica(
-            self.pm,
-            commands,
-            applied_index=raft.status().applied,
-            observe_applied=self.payloads.wants_applied,
-        )
+        self.replica = Replica(self.pm, commands, observe_applied=self.payloads.wants_applied)
+        self.store = SnapshotStore(snapshot_dir(self.me.data_dir))
+        try:
+            restored = open_state(config, self.store, self.storage, rec, self.replica, m.snapshots)
+        except BaseException:
+            self.storage.close()
+            raise
+        raft = Raft(core, rng or random.Random(), rec.hard_state, restored.log)
         book = RequestBook(
             commands,
             self.replica,
@@ -120,7 +130,21 @@ class Node:
             unsafe=unsafe,
         )
         clients = {n.id: n.client for n in config.nodes}
-        self.shell = Shell(raft, self.replica, book, self, clients)
+        self.shell = shell = Shell(raft, self.replica, book, self, clients)
+        self.snapshots = Snapshots(
+            config,
+            node_id,
+            self.store,
+            self.storage,
+            self.replica,
+            m.snapshots,
+            compact=shell.compact,
+            term_at=shell.term_at,
+            step_core=shell.step,
+            report=shell.report_snapshot,
+            send=lambda peer, frame: self.mesh.send(peer, frame),
+            log_start=restored.log.snapshot_index,
+        )
         self.started = time.time()
         self.ctx = sockets.context()
         peers = config.peers_of(node_id)
@@ -190,7 +214,8 @@ class Node:
         self.notify("READY=1\nSTATUS=" + self.view.status_line())
         try:
             while not (self._stop_requested and self._ready_to_exit()):
-                wait_ms = 0 if self.shell.has_work() else (next_tick - time.monotonic()) * 1000
+                busy = self.shell.has_work() or self.snapshots.busy()
+                wait_ms = 0 if busy else (next_tick - time.monotonic()) * 1000
                 events = dict(self.poller.poll(max(0, int(wait_ms))))
                 next_tick = self._loop_round(events, next_tick)
         except StorageError as exc:
@@ -226,6 +251,8 @@ class Node:
         if self.endpoint.socket in events:
             self._drain_clients(now)
         self.shell.process()
+        st = self.shell.soft
+        self.snapshots.round(now, st.role, st.term)
         return next_tick
 
     def _ready_to_exit(self) -> bool:
@@ -259,6 +286,7 @@ class Node:
         self.view = self._build_view(time.monotonic())
         self.payloads.shutdown(self.config.payload.timeout_s)
         try:
+            self.snapshots.close()
             self.shell.close()  # every held request gets its answer before the sockets go
             self.mesh.close()
             self.endpoint.close()
@@ -277,7 +305,12 @@ class Node:
                 self.metrics.decode_errors.labels(peer, exc.reason).inc()
                 log.warning("dropped a bad frame from peer %s: %s", peer, exc)
                 continue
-            if isinstance(obj, Forward | ForwardReply):
+            if isinstance(obj, SnapChunk | SnapAck):
+                if isinstance(obj, SnapChunk):
+                    self.snapshots.on_chunk(peer, obj, self.shell.soft.term, now)
+                else:
+                    self.snapshots.on_ack(peer, obj, now)
+            elif isinstance(obj, Forward | ForwardReply):
                 try:
                     if isinstance(obj, Forward):
                         ok = self.shell.forwarded(peer, obj.fwd_id, obj.request, now, wall_ms)
@@ -335,6 +368,7 @@ class Node:
         if probe is not None and self.shell.probe_lease(probe):
             self.payloads.probe_issued(probe, st.term, now)
         self.observer.tick(st, self.replica, self.shell.book)
+        self.snapshots.expire(now)
         self.view = view = self._build_view(now, st)
         if now - self._last_watchdog >= (self.watchdog_s or STATUS_INTERVAL_S):
             # From the event loop itself: a loop that stops turning stops these,
@@ -367,9 +401,15 @@ class Node:
             sessions=len(self.replica.sessions),
             last_contact_s=self.observer.last_contact(now),
             payloads=self.payloads.status(now),
+            snapshot_index=self.snapshots.last_index,
+            snapshot_failing=self.snapshots.failed_last,
         )
 
     # -- Io: what the shell asks of the world ------------------------------------
+
+    def install(self, meta: SnapshotMeta) -> None:
+        """Switch in the snapshot received from the leader (file, WAL, state machines)."""
+        self.snapshots.install(meta)
 
     def persist(self, hard_state: HardState | None, entries: tuple[Entry, ...], sync: bool) -> None:
         """Write to the WAL (one write, at most one fsync: group commit)."""
@@ -383,6 +423,9 @@ class Node:
         """Encode and send Raft messages; time the oldest unanswered heartbeat per peer."""
         observer, sent, mesh = self.observer, self.observer.sent, self.mesh
         for msg in messages:
+            if msg.type is MsgType.SNAPSHOT:  # stream a snapshot; never a wire message
+                self.snapshots.request(msg, time.monotonic())
+                continue
             if mesh.send(msg.dst, encode(msg)):
                 sent[msg.dst].inc()
                 if msg.type is MsgType.HEARTBEAT:
@@ -412,6 +455,7 @@ class Node:
     def on_applied(self, entries: tuple[Entry, ...]) -> None:
         """Count applied entries and tell the payload observers."""
         self.observer.applied(len(entries))
+        self.snapshots.on_applied(len(entries), sum(len(e.data) for e in entries))
         self.payloads.on_committed(entries[-1].index, entries[-1].term)
         applied = self.replica.take_applied()
         if applied:

@@ -178,6 +178,18 @@ class Shell:
         """Hand leadership to ``target`` (thesis §3.10); raises NotLeader."""
         self.raft.transfer_leader(target)
 
+    def compact(self, index: int) -> SnapshotMeta:
+        """Compact the core's log up to ``index`` (a durable snapshot holds it)."""
+        return self.raft.compact(index)
+
+    def term_at(self, index: int) -> int | None:
+        """Return the term of the log entry at ``index`` (None when not held)."""
+        return self.raft.term_at(index)
+
+    def report_snapshot(self, peer: str, index: int, ok: bool) -> None:
+        """Tell the core how streaming snapshot ``index`` to ``peer`` ended."""
+        self.raft.report_snapshot(peer, index, ok)
+
     def transfer_target(self) -> str:
         """Return the best voter to hand leadership to ("" when none or not leading)."""
         return self.raft.transfer_target()

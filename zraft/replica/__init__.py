@@ -4,8 +4,11 @@
 * ``sessions``: the replicated session table (exactly-once writes, thesis §6.3).
 * ``state``: ``Replica``, which applies committed entries and serves reads;
   the home of snapshot capture and restore.
+* ``capture``: ``Capture``, the state at one index read section by section
+  while entries keep being applied (plugins copy on write).
 """
 
-from zraft.replica.state import Replica, pack_capture, unpack_capture
+from zraft.replica.capture import SESSIONS, Capture
+from zraft.replica.state import Replica
 
-__all__ = ["Replica", "pack_capture", "unpack_capture"]
+__all__ = ["SESSIONS", "Capture", "Replica"]

@@ -87,9 +87,14 @@ class SessionTable:
             del self._sessions[client]
 
     def dump(self) -> bytes:
-        """Serialize the table (for snapshots), deterministically."""
+        """Serialize the table (for snapshots), deterministically.
+
+        Replies keep the order they were recorded in (log order), not seq
+        order: eviction follows it, so a table restored from a snapshot must
+        evict exactly as the one that was captured.
+        """
         rows = [
-            [c, s.floor, s.last_used_ms, sorted(s.replies.items())]
+            [c, s.floor, s.last_used_ms, [[k, v] for k, v in s.replies.items()]]
             for c, s in self._sessions.items()
         ]
         return msgpack.packb([1, rows], use_bin_type=True)

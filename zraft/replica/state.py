@@ -6,25 +6,25 @@ entries (ARCHITECTURE.md: time-based state changes by the log, never by the
 applying node's clock) and the encoding of entry data. It does no I/O and
 never calls the core: the shell hands it committed entries in log order and
 asks it for entry data to propose. It is the home of snapshot capture and
-restore (``capture``/``restore``) and of the state hash that ``zraft status
---hash`` compares across nodes.
+restore (``start_capture``/``restore_sections``, built in ``capture``) and
+of the state hash that ``zraft status --hash`` compares across nodes.
 
 Single-threaded: the node's driver thread (or the simulation) is the only caller.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import msgpack
 import pluggy
 
 from zraft.api import codes
 from zraft.core import Entry, EntryKind
 from zraft.plugins import CommandTable
-from zraft.replica import entries
+from zraft.replica import capture, entries
+from zraft.replica.capture import Capture
 from zraft.replica.sessions import Duplicate, Expired, SessionTable
 from zraft.statemachine import (
     AppliedEntry,
@@ -35,9 +35,6 @@ from zraft.statemachine import (
 )
 
 log = logging.getLogger("zraft.replica")
-
-CAPTURE_VERSION = 1
-SESSIONS_KEY = ""  # the session table's slot in a capture (no plugin has an empty name)
 
 
 class Replica:
@@ -153,58 +150,69 @@ class Replica:
 
     # -- snapshots ----------------------------------------------------------
 
-    def capture(self) -> dict[str, bytes]:
-        """Return every state machine's snapshot by plugin name, plus the session table.
+    def section_names(self) -> list[str]:
+        """Return the sections a capture holds: ``SESSIONS``, then stateful plugins by name."""
+        return capture.section_names(self.pm)
 
-        The session table sits under the empty name. Deterministic: nodes at
-        the same applied index return equal captures.
+    def start_capture(self) -> Capture:
+        """Start a capture of the state at ``applied_index`` (leader time ``time_ms``).
+
+        Cheap: the session table is dumped (it is bounded), simple-pair
+        plugins are copied, and stream-pair plugins (the KV store) only begin
+        their copy-on-write, so entries may be applied while the capture is
+        read. Read it (``Capture.sections``) or close it: an open capture
+        costs memory for every value changed since it started.
         """
-        out = {SESSIONS_KEY: self.sessions.dump()}
-        for impl in self.pm.hook.zraft_snapshot.get_hookimpls():
-            out[impl.plugin_name] = impl.function()
-        return out
+        return capture.open_capture(self.pm, self.sessions.dump(), self.applied_index, self.time_ms)
 
-    def restore(self, captured: dict[str, bytes], index: int, time_ms: int) -> None:
-        """Replace the state with ``captured`` (from ``capture``), taken at ``index``.
+    def check_sections(self, names: Iterable[str]) -> None:
+        """Raise ValueError unless ``names`` are exactly this replica's sections (any order)."""
+        capture.check_sections(self.pm, names)
 
-        Raises ValueError naming the part that is malformed or missing.
+    def restore_sections(
+        self, sections: Iterable[tuple[str, Iterator[bytes]]], index: int, time_ms: int
+    ) -> None:
+        """Replace the state with the sections of a capture taken at ``index``.
+
+        ``sections`` yields ``(name, chunks)`` as ``Capture.sections`` does (or
+        as the snapshot file reader does); each section's chunks are consumed
+        before the next is asked for. The names are checked first when
+        ``sections`` is a list or tuple, else as they come; a missing or
+        unknown section (a plugin not loaded here) is a ValueError naming it.
+        The state is unchanged when the session table (first in a capture)
+        or the first plugin's section is bad, but a ValueError from a later
+        plugin's restore leaves the plugins before it restored: the caller
+        must then restore another snapshot or stop, never serve this state.
+        On success ``applied_index`` and ``time_ms`` are the capture's.
         """
-        impls = {i.plugin_name: i for i in self.pm.hook.zraft_restore.get_hookimpls()}
-        missing = sorted(set(impls) - set(captured))
-        if missing:
-            raise ValueError(f"snapshot lacks the state of plugin(s) {', '.join(missing)}")
+        if isinstance(sections, list | tuple):
+            self.check_sections(name for name, _ in sections)
         sessions = SessionTable()
-        sessions.load(captured.get(SESSIONS_KEY, b""))
-        for name, impl in impls.items():
-            impl.function(data=captured[name])
+        capture.restore_plugins(self.pm, sections, sessions)
         self.sessions = sessions
         self.applied_index = index
         self.time_ms = time_ms
 
+    def capture(self) -> dict[str, bytes]:
+        """Return the whole state as ``{section name: bytes}`` (tests and tools: not streamed).
+
+        The session table is under ``SESSIONS``. Deterministic: nodes at the
+        same applied index return equal captures.
+        """
+        with self.start_capture() as c:
+            return {name: b"".join(chunks) for name, chunks in c.sections()}
+
+    def restore(self, captured: dict[str, bytes], index: int, time_ms: int) -> None:
+        """Replace the state with ``captured`` (from ``capture``), taken at ``index``.
+
+        Raises ValueError naming the part that is malformed, missing or unknown.
+        """
+        self.restore_sections([(n, iter((b,))) for n, b in captured.items()], index, time_ms)
+
     def state_hash(self) -> str:
-        """Return a SHA-256 of the replicated state, to compare nodes at the same index."""
-        h = hashlib.sha256()
-        captured = self.capture()
-        for name in sorted(n for n in captured if n != SESSIONS_KEY):
-            blob, raw = captured[name], name.encode()
-            h.update(len(raw).to_bytes(8, "big") + raw + len(blob).to_bytes(8, "big") + blob)
-        h.update(captured[SESSIONS_KEY])
-        return h.hexdigest()
+        """Return a SHA-256 of the replicated state, to compare nodes at the same index.
 
-
-def pack_capture(captured: dict[str, bytes]) -> bytes:
-    """Serialize a capture (msgpack, versioned); the snapshot file format wraps this."""
-    return msgpack.packb([CAPTURE_VERSION, captured], use_bin_type=True)
-
-
-def unpack_capture(data: bytes) -> dict[str, bytes]:
-    """Parse ``pack_capture``'s output; raise ValueError when it is not one."""
-    try:
-        version, captured = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise ValueError(f"malformed state capture: {exc}") from None
-    if version != CAPTURE_VERSION or not isinstance(captured, dict):
-        raise ValueError(f"unknown state capture version {version!r}")
-    if not all(isinstance(k, str) and isinstance(v, bytes) for k, v in captured.items()):
-        raise ValueError("malformed state capture: names must map to bytes")
-    return captured
+        Computed over a full capture: equal states (same history) give equal hashes.
+        """
+        with self.start_capture() as c:
+            return capture.digest(c)

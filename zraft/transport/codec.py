@@ -1,4 +1,4 @@
-"""The peer wire format: Raft messages and forwarded client requests to bytes and back.
+"""The peer wire format: Raft messages, forwards and snapshot chunks to bytes and back.
 
 Pure: no sockets, no clock, no pickle, no eval. A frame is one msgpack array
 with positional fields (msgpack: ``use_bin_type=True``, strings are UTF-8)::
@@ -7,6 +7,8 @@ with positional fields (msgpack: ``use_bin_type=True``, strings are UTF-8)::
                     commit, reject, reject_hint, context]
     FORWARD        [1, 1, fwd_id, request]
     FORWARD_REPLY  [1, 2, fwd_id, reply]
+    SNAP_CHUNK     [1, 3, term, index, snap_term, offset, total, data, last]
+    SNAP_ACK       [1, 4, term, index, snap_term, offset, status]
 
 The first element is ``WIRE_VERSION``, the second the frame kind. ``entries``
 is a flat array of four values per entry: ``[term, index, kind, data, term,
@@ -14,13 +16,13 @@ index, kind, data, ...]`` (flat rather than nested: fewer containers to pack,
 unpack and check). Integers are unsigned and below 2**63 so that any peer
 language can hold them in a signed 64-bit integer; ``reject`` is a msgpack
 bool; ``src``/``dst`` are strings; ``context``, ``data``, ``request`` and
-``reply`` are msgpack bin.
+``reply`` are msgpack bin. The snapshot frames' rules are in ``snapframes``.
 
 ``decode`` trusts nothing: every frame that fails a check raises
 ``DecodeError`` whose ``reason`` is one of ``REASONS`` (a stable label for a
 drop counter). It never raises anything else. The values besides ``Message``
-(``Forward``, ``ForwardReply``) and the limits live in ``wire.py`` and are
-re-exported here.
+(``Forward``, ``ForwardReply``, ``SnapChunk``, ``SnapAck``) and the limits
+live in ``wire.py`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import msgpack
 
 from zraft.core.messages import Entry, EntryKind, Message, MsgType
+from zraft.transport.snapframes import KIND_SNAP_ACK, KIND_SNAP_CHUNK, decode_snap
 from zraft.transport.wire import (
     DEFAULT_LIMITS,
     REASONS,
@@ -43,6 +46,9 @@ from zraft.transport.wire import (
     Forward,
     ForwardReply,
     Limits,
+    SnapAck,
+    SnapChunk,
+    SnapStatus,
 )
 
 __all__ = [
@@ -51,14 +57,21 @@ __all__ = [
     "WIRE_VERSION",
     "DecodeError",
     "Forward",
+    "Frame",
     "ForwardReply",
     "Limits",
+    "SnapAck",
+    "SnapChunk",
+    "SnapStatus",
     "decode",
     "encode",
 ]
 
 WIRE_VERSION = 1
 """Bumped on any incompatible change of the frame layout."""
+
+Frame = Message | Forward | ForwardReply | SnapChunk | SnapAck
+"""Every value a peer frame carries."""
 
 _KIND_MESSAGE = 0
 _KIND_FORWARD = 1
@@ -85,7 +98,7 @@ def _packer() -> msgpack.Packer:
         return _tls.packer
 
 
-def encode(obj: Message | Forward | ForwardReply) -> bytes:
+def encode(obj: Frame) -> bytes:
     """Return the wire frame for ``obj``.
 
     ``obj`` is trusted (built locally); its field types are not checked
@@ -119,6 +132,17 @@ def encode(obj: Message | Forward | ForwardReply) -> bytes:
         return _packer().pack([WIRE_VERSION, _KIND_FORWARD, obj.fwd_id, obj.request])
     if cls is ForwardReply:
         return _packer().pack([WIRE_VERSION, _KIND_FORWARD_REPLY, obj.fwd_id, obj.reply])
+    if cls is SnapChunk:
+        c: SnapChunk = obj  # type: ignore[assignment]
+        return _packer().pack(
+            [WIRE_VERSION, KIND_SNAP_CHUNK, c.term, c.index, c.snap_term, c.offset, c.total,
+             c.data, bool(c.last)]
+        )  # fmt: skip
+    if cls is SnapAck:
+        a: SnapAck = obj  # type: ignore[assignment]
+        return _packer().pack(
+            [WIRE_VERSION, KIND_SNAP_ACK, a.term, a.index, a.snap_term, a.offset, int(a.status)]
+        )
     raise TypeError(f"cannot encode {cls.__name__}")
 
 
@@ -270,7 +294,7 @@ _SMALL_FRAME = 256
 _unpackb = msgpack.unpackb
 
 
-def decode(frame: bytes, limits: Limits = DEFAULT_LIMITS) -> Message | Forward | ForwardReply:
+def decode(frame: bytes, limits: Limits = DEFAULT_LIMITS) -> Frame:
     """Return the value a peer's frame carries, after validating every field.
 
     Raises DecodeError (and nothing else) when the frame is too large, not
@@ -279,7 +303,7 @@ def decode(frame: bytes, limits: Limits = DEFAULT_LIMITS) -> Message | Forward |
     terms non-decreasing and at most the message term. Only an APPEND may
     carry entries. Fields a message type does not use are not checked
     against their defaults. The caller still checks that ``src`` is the
-    peer the frame came from.
+    peer the frame came from. Snapshot frames follow ``snapframes``' rules.
     """
     try:
         return _decode(frame, limits)
@@ -289,7 +313,7 @@ def decode(frame: bytes, limits: Limits = DEFAULT_LIMITS) -> Message | Forward |
         raise DecodeError("internal", f"{type(exc).__name__}: {exc}") from exc
 
 
-def _decode(frame: bytes, limits: Limits) -> Message | Forward | ForwardReply:
+def _decode(frame: bytes, limits: Limits) -> Frame:
     if type(frame) is not bytes:
         if not isinstance(frame, bytearray | memoryview):
             raise DecodeError("not_msgpack", f"frame is {type(frame).__name__}, not bytes")
@@ -327,6 +351,8 @@ def _decode(frame: bytes, limits: Limits) -> Message | Forward | ForwardReply:
         return _decode_message(obj, limits)
     if kind == _KIND_FORWARD or kind == _KIND_FORWARD_REPLY:
         return _decode_forward(obj, kind)
+    if kind == KIND_SNAP_CHUNK or kind == KIND_SNAP_ACK:
+        return decode_snap(obj, kind, limits)
     raise DecodeError("bad_kind", f"unknown frame kind {kind}")
 
 

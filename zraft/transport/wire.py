@@ -2,16 +2,35 @@
 
 ``codec`` turns these (and ``zraft.core.messages.Message``) into frames and
 back, and re-exports them; import them from either. Pure.
+
+``SnapChunk``/``SnapAck`` carry a snapshot file from a leader to a follower
+(InstallSnapshot, Raft §7); ``zraft.snapshot.transfer`` drives them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import IntEnum
 
-__all__ = ["DEFAULT_LIMITS", "REASONS", "DecodeError", "Forward", "ForwardReply", "Limits"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "REASONS",
+    "SNAP_CHUNK_OVERHEAD",
+    "DecodeError",
+    "Forward",
+    "ForwardReply",
+    "Limits",
+    "SnapAck",
+    "SnapChunk",
+    "SnapStatus",
+]
 
 _MIB = 1 << 20
+
+SNAP_CHUNK_OVERHEAD = 1024
+"""Bytes of a SNAP_CHUNK frame reserved for its other fields: a chunk's data may
+be at most ``Limits.max_frame_bytes - SNAP_CHUNK_OVERHEAD`` bytes."""
 
 REASONS = frozenset(
     {
@@ -50,6 +69,50 @@ class ForwardReply:
     reply: bytes
 
 
+class SnapStatus(IntEnum):
+    """What a ``SnapAck`` reports."""
+
+    OK = 0  # ``offset`` is the next byte the receiver expects
+    ABORT = 1  # the receiver gave up on this transfer (disk full, bad file, stale...)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapChunk:
+    """One piece of a snapshot file, leader to follower.
+
+    The transfer is named by (``term``, ``index``, ``snap_term``, ``total``)
+    and the authenticated peer: ``term`` is the leader's current term,
+    ``index``/``snap_term`` the last entry the snapshot covers, ``total`` the
+    file's size. ``data`` holds the bytes at ``offset``; ``last`` is true
+    exactly when ``offset + len(data) == total``. The data carries no checksum
+    of its own: the file's records and its END sha256 are checked once whole.
+    """
+
+    term: int
+    index: int
+    snap_term: int
+    offset: int
+    total: int
+    data: bytes = field(repr=False)
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SnapAck:
+    """A follower's answer to a ``SnapChunk``, naming the same transfer.
+
+    With ``SnapStatus.OK``, ``offset`` is the next byte expected (every byte
+    before it is on the follower's disk); ``offset == total`` means the file
+    arrived and was verified. With ``SnapStatus.ABORT`` the transfer is over.
+    """
+
+    term: int
+    index: int
+    snap_term: int
+    offset: int
+    status: SnapStatus = SnapStatus.OK
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Upper bounds ``decode`` enforces on a frame from a peer.
@@ -63,6 +126,11 @@ class Limits:
     max_entry_bytes: int = 4 * _MIB  # data of one entry
     max_context_bytes: int = 1024  # ReadIndex / heartbeat context
     max_id_len: int = 64  # characters in a node id
+
+    @property
+    def max_snap_chunk_bytes(self) -> int:
+        """The most data one SNAP_CHUNK may carry (0 for a frame limit under 1 KiB)."""
+        return max(0, self.max_frame_bytes - SNAP_CHUNK_OVERHEAD)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -1,11 +1,13 @@
-"""The built-in KV state machine: commands, leader-time TTLs, ticks, snapshots, determinism."""
+"""The built-in KV state machine: commands, leader-time TTLs, ticks, determinism.
+
+Snapshots (the streaming pair, copy-on-write): ``test_kv_snapshot.py``.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import msgpack
 import pytest
 
 from zraft.builtin.kv import KVStore
@@ -313,27 +315,6 @@ def test_queries_never_change_the_state(store: KVStore) -> None:
     assert store.digest() == before
 
 
-def feed(store: KVStore) -> None:
-    apply(store, "set", ts=1000, key="a", value={"z": 1, "a": [1, {"y": 2, "b": None}]})
-    apply(store, "set", ts=1001, key="b", value="x", ttl_ms=5000)
-    apply(store, "incr", ts=1002, key="n", by=3)
-    apply(store, "cas", ts=1003, key="c", expected=None, value=[1.5], ttl_ms=10)
-    apply(store, "set", ts=1004, key="gone", value=1)
-    apply(store, "del", ts=1005, key="gone")
-    apply(store, "expire", ts=1006, key="a", ttl_ms=9000)
-    tick(store, 1013)
-
-
-def test_two_replicas_fed_the_same_applies_have_equal_digests() -> None:
-    one, two = KVStore(), KVStore()
-    feed(one)
-    feed(two)
-    assert one.digest() == two.digest()
-    assert one.zraft_snapshot() == two.zraft_snapshot()
-    apply(two, "incr", ts=2000, key="n")
-    assert one.digest() != two.digest()
-
-
 def test_digest_ignores_object_key_order_and_set_order() -> None:
     one, two = KVStore(), KVStore()
     apply(one, "set", key="x", value={"a": 1, "b": 2})
@@ -341,78 +322,6 @@ def test_digest_ignores_object_key_order_and_set_order() -> None:
     apply(two, "set", key="y", value=1)
     apply(two, "set", key="x", value={"b": 2, "a": 1})
     assert one.digest() == two.digest()
-
-
-def test_snapshot_is_versioned_msgpack(store: KVStore) -> None:
-    feed(store)
-    snap = msgpack.unpackb(store.zraft_snapshot())
-    assert snap["format"] == "zraft.kv" and snap["version"] == 1
-    assert list(snap["data"]) == sorted(snap["data"]) == ["a", "b", "n"]
-    assert snap["deadlines"] == {"a": 1006 + 9000, "b": 1001 + 5000}
-
-
-def test_restore_into_a_fresh_store_gives_the_same_state(store: KVStore) -> None:
-    feed(store)
-    copy = KVStore()
-    copy.zraft_restore(store.zraft_snapshot())
-    assert copy.digest() == store.digest()
-    assert copy.zraft_next_deadline() == store.zraft_next_deadline()
-    for ts in (1013, 6001):
-        for key in ("a", "b", "n", "c"):
-            assert query(copy, "get", ts=ts, key=key) == query(store, "get", ts=ts, key=key)
-            assert query(copy, "ttl", ts=ts, key=key) == query(store, "ttl", ts=ts, key=key)
-        assert query(copy, "keys", ts=ts) == query(store, "keys", ts=ts)
-    tick(copy, 6001)
-    tick(store, 6001)
-    assert copy.digest() == store.digest()
-
-
-def test_restore_replaces_everything(store: KVStore) -> None:
-    apply(store, "set", ts=1000, key="old", value=1, ttl_ms=5)
-    store.zraft_restore(KVStore().zraft_snapshot())
-    assert query(store, "keys", ts=0) == []
-    assert store.zraft_next_deadline() is None
-
-
-def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-GOOD = {"format": "zraft.kv", "version": 1, "data": {"a": 1}, "deadlines": {"a": 5}}
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"",
-        b"\xc1",
-        pack(GOOD)[:-1],
-        pack(GOOD) + b"\x00",
-        pack([1, 2]),
-        pack({**GOOD, "format": "other"}),
-        pack({**GOOD, "version": 2}),
-        pack({**GOOD, "data": [["a", 1]]}),
-        pack({**GOOD, "data": {"": 1}, "deadlines": {}}),
-        pack({**GOOD, "data": {"a": b"bin"}}),
-        pack({**GOOD, "deadlines": {"b": 5}}),
-        pack({**GOOD, "deadlines": {"a": "5"}}),
-        pack({**GOOD, "deadlines": {"a": -1}}),
-        "not bytes",
-    ],
-)
-def test_restore_rejects_malformed_snapshots_and_keeps_state(store: KVStore, data: Any) -> None:
-    feed(store)
-    before = store.digest()
-    with pytest.raises(ValueError):
-        store.zraft_restore(data)
-    assert store.digest() == before
-
-
-def test_a_well_formed_hand_made_snapshot_restores(store: KVStore) -> None:
-    store.zraft_restore(pack(GOOD))
-    assert query(store, "get", ts=4, key="a") == 1
-    assert query(store, "get", ts=5, key="a") is None
-    assert store.zraft_next_deadline() == 5
 
 
 def test_each_store_has_its_own_state() -> None:

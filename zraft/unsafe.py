@@ -6,7 +6,7 @@ simulation or fault scenario then fails. They are never set by configuration:
 a daemon turns them on only from the environment variable ``ZRAFT_UNSAFE_TEST_ONLY``
 (comma-separated names), and logs every one it turns on at CRITICAL.
 
-The core (``zraft/core``) honours its two through ``CoreConfig.unsafe`` and
+The core (``zraft/core``) honours its switches (``CORE_SWITCHES``) through ``CoreConfig.unsafe`` and
 never reads the environment itself.
 """
 
@@ -20,6 +20,10 @@ SWITCHES: dict[str, str] = {
     # core
     "skip_prev_log_check": "followers accept appends without the §5.3 prev index/term check",
     "vote_on_term_only": "votes and PreVotes are granted without the §5.4.1 log check",
+    "keep_tail_on_install": (
+        "a follower installing a snapshot keeps the log entries after it even when its "
+        "log does not hold the snapshot's last entry (thesis §5.1 says discard them)"
+    ),
     # storage
     "skip_fsync": "the WAL never fsyncs: acknowledged entries live in the page cache only",
     "lazy_writes": (
@@ -36,7 +40,7 @@ SWITCHES: dict[str, str] = {
     ),
 }
 
-CORE_SWITCHES = frozenset({"skip_prev_log_check", "vote_on_term_only"})
+CORE_SWITCHES = frozenset({"skip_prev_log_check", "vote_on_term_only", "keep_tail_on_install"})
 
 
 def from_env(environ: Mapping[str, str]) -> frozenset[str]:

@@ -81,6 +81,9 @@ def handle_snapshot(r: RaftState, m: Message) -> None:
     if log.match_term(m.index, m.log_term):
         log.commit_to(m.index)
     else:
+        stale = [e for e in log.entries if e.index > m.index]
         log.restore(m.index, m.log_term)
+        if stale and "keep_tail_on_install" in r.cfg.unsafe:
+            log.entries, log.stable_index = stale, stale[-1].index  # negative control
         r.pending_snapshot = SnapshotMeta(m.index, m.log_term, r.voters)
     r.send(MsgType.APPEND_RESP, m.src, index=m.index)

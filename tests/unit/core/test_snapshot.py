@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from tests.unit.core.simnet import SimNetwork
-from zraft.core import Entry, Message, MsgType, RaftLog, SnapshotMeta
+from zraft.core import CoreConfig, Entry, HardState, Message, MsgType, Raft, RaftLog, SnapshotMeta
 from zraft.core.progress import ProgressState
 
 CFG = {"pre_vote": False, "check_quorum": False}
@@ -154,3 +156,23 @@ def test_restart_after_compaction_replays_only_the_tail() -> None:
     assert lead.raft.log.first_index() == meta.index - 2
     net.tick(12)
     assert net.applied_data("n1") == before or net.applied_data("n1")[: len(before)] == before
+
+
+@pytest.mark.parametrize("unsafe", [frozenset(), frozenset({"keep_tail_on_install"})])
+def test_install_drops_entries_after_a_snapshot_the_log_does_not_hold(
+    unsafe: frozenset[str],
+) -> None:
+    """Thesis §5.1: the log after a snapshot goes unless it holds the snapshot's last entry.
+    Negative control: with the tail kept, stale term-1 entries follow a term-2 snapshot."""
+    cfg = CoreConfig(id="n2", voters=("n1", "n2", "n3"), unsafe=unsafe)
+    log = RaftLog([Entry(1, i) for i in range(1, 21)], committed=2, applied=2)
+    f = Raft(cfg, random.Random(1), HardState(2, "", 2), log)
+    f.step(Message(MsgType.SNAPSHOT, 2, "n1", "n2", index=10, log_term=2))
+    rd = f.ready()
+    assert rd.snapshot == SnapshotMeta(10, 2, ("n1", "n2", "n3"))
+    if unsafe:
+        assert f.log.last_index() == 20 and f.log.term(11) == 1  # §5.1 violated
+        return
+    assert f.log.last_index() == 10 and f.log.entries == []
+    (resp,) = rd.messages
+    assert resp.type is MsgType.APPEND_RESP and resp.index == 10

@@ -108,6 +108,50 @@ def sd_notify(state: str) -> bool:
         return False
 
 
+class StartExtender:
+    """Tells systemd, while start-up runs long, that it is still loading.
+
+    Loading a large snapshot can take longer than TimeoutStartSec. After
+    ``after_s`` seconds, and every ``every_s`` seconds after that, it sends
+    ``EXTEND_TIMEOUT_USEC`` for ``extend_s`` seconds more, up to ``limit_s``
+    in all (a start-up stuck for that long is a failure). A quick start sends
+    nothing. ``stop()`` when start-up is over.
+    """
+
+    def __init__(
+        self,
+        notify: Any,
+        *,
+        after_s: float = 5.0,
+        every_s: float = 5.0,
+        extend_s: float = 30.0,
+        limit_s: float = 3600.0,
+    ) -> None:
+        self._notify = notify
+        self._done = threading.Event()
+        self._args = (after_s, every_s, extend_s, limit_s)
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="zraft-start", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        after_s, every_s, extend_s, limit_s = self._args
+        waited = after_s
+        if self._done.wait(after_s):
+            return
+        while waited <= limit_s:
+            self._notify(f"EXTEND_TIMEOUT_USEC={int(extend_s * 1e6)}")
+            self.sent += 1
+            if self._done.wait(every_s):
+                return
+            waited += every_s
+
+    def stop(self) -> None:
+        """Start-up is over (ready or failed): send nothing more."""
+        self._done.set()
+        self._thread.join(timeout=1.0)
+
+
 def run_node(config_path: str | None, node_id: str) -> int:
     """Load the ensemble file, start node ``node_id`` and serve until SIGTERM/SIGINT."""
     from zraft.config import ConfigError, load_config, load_default
@@ -133,6 +177,7 @@ def run_node(config_path: str | None, node_id: str) -> int:
         return EX_CONFIG
     for name in sorted(unsafe):
         log.critical("UNSAFE TEST SWITCH ON: %s: %s", name, SWITCHES[name])
+    extender = StartExtender(sd_notify)  # a long snapshot load is not a hung start
     try:
         node = Node(config, node_id, unsafe=unsafe)
     except PluginError as exc:
@@ -147,6 +192,8 @@ def run_node(config_path: str | None, node_id: str) -> int:
     except OSError as exc:  # e.g. address already in use, permission denied
         log.critical("cannot start node %s: %s", node_id, exc)
         return EX_FATAL
+    finally:
+        extender.stop()
     if node.me.metrics:
         from zraft.httpd import serve
 

@@ -92,10 +92,12 @@ class Replay:
         log = self.log
         i = entry.index
         if not log:
-            # Before any mark, whole segments may have been compacted away, so
-            # the surviving log may start anywhere; open() checks the start.
-            if self.mark_seen and i != self.mark.index + 1:
-                raise Bad(f"entry {i} does not follow snapshot mark {self.mark.index}")
+            # Whole segments may have been compacted away, so the surviving log
+            # may start anywhere above the mark: even after a mark, the entries
+            # between it and the next surviving one can have lived in a segment
+            # that a later mark deleted. open() checks the final start.
+            if self.mark_seen and i <= self.mark.index:
+                raise Bad(f"entry {i} is at or below snapshot mark {self.mark.index}")
             if i < 1:
                 raise Bad("entry index 0")
             self.first = i

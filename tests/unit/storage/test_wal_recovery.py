@@ -154,3 +154,23 @@ def test_missing_segment_is_corruption(tmp_path: Path) -> None:
     with pytest.raises(CorruptionError, match="missing") as err:
         recover(tmp_path, segment_bytes=200)
     assert err.value.path == str(paths[2])
+
+
+def test_a_mark_that_opens_a_segment_survives_the_deletion_of_the_segment_before(
+    tmp_path: Path,
+) -> None:
+    """A compaction mark that rotated into a new segment, followed there by entries
+    far above it, replays once the older segment (holding the entries between the
+    mark and them) is deleted by a later mark."""
+    wal = opened(tmp_path, segment_bytes=200)
+    wal.append(HardState(2, "n1", 10), ents(1, 10, size=40), sync=True)  # fills segment 1
+    wal.compact(SnapshotMeta(5, 1))  # the mark opens segment 2
+    wal.append(None, ents(11, 20, size=40), sync=True)  # behind it in segment 2
+    first = wal.segment_paths[0]
+    wal.compact(SnapshotMeta(15, 1))  # segment 3; deletes segment 1 (entries 1..10)
+    assert not first.exists() and len(wal.segment_paths) == 2
+    wal.close()
+    recovered = recover(tmp_path, segment_bytes=200)
+    assert recovered.snapshot == SnapshotMeta(15, 1)
+    assert [e.index for e in recovered.entries] == list(range(16, 21))
+    assert recovered.hard_state == HardState(2, "n1", 10)

@@ -11,11 +11,18 @@ from dataclasses import dataclass, field
 
 from tests.sim.clients import ClientStats
 from tests.sim.invariants import ALL_CHECKS
+from tests.sim.snapshots import SnapshotStats
 from zraft.unsafe import CORE_SWITCHES
 
-DRIVER_SWITCHES = frozenset({"skip_fsync", "local_reads", "ack_before_commit"})
+DRIVER_SWITCHES = frozenset(
+    {"skip_fsync", "local_reads", "ack_before_commit", "compact_unsnapshotted"}
+)
 SWITCHES = CORE_SWITCHES | DRIVER_SWITCHES
-"""Negative controls the simulation understands (see zraft/unsafe.py)."""
+"""Negative controls the simulation understands (see zraft/unsafe.py).
+
+``compact_unsnapshotted`` (the driver compacts the log when a snapshot starts,
+before it is durable) is the simulation's own (``tests.sim.snapshots``).
+"""
 
 TRACE_TAIL = 30  # events quoted in a failure
 
@@ -45,6 +52,11 @@ class Profile:
     skew: float  # weight of a clock-rate change of one node, per node up
     clients: float  # weight of a client write (reads the same, cas a third)
     transfer: float  # weight of a leadership transfer
+    outage: float  # odds that a crash or partition lasts long (tests.sim.events.OUTAGE_STEPS)
+    snapshot_every: int  # a node snapshots after this many applied entries
+    snapshot_trailing: int  # entries kept below the newest snapshot when compacting
+    snapshot_pace: float  # weight of reading one chunk of a snapshot under way, per node
+    install_crash: float  # odds that a follower crashes as a snapshot it received goes in
 
     @classmethod
     def draw(cls, rng: random.Random) -> Profile:
@@ -73,6 +85,11 @@ class Profile:
             skew=rng.choice((0.0, 0.01)) * scale,
             clients=rng.choice((3.0, 6.0, 10.0)),
             transfer=rng.choice((0.0, 0.05)),
+            outage=rng.choice((0.05, 0.2, 0.5)),
+            snapshot_every=rng.choice((1, 2, 3, 5, 8, 13, 30)),
+            snapshot_trailing=rng.choice((0, 0, 1, 2, 5, 10)),
+            snapshot_pace=rng.choice((1.0, 3.0, 10.0)),
+            install_crash=rng.choice((0.05, 0.2, 0.5)),
         )
 
 
@@ -120,6 +137,7 @@ class Report:
     leaders: int = 0  # terms that had a leader
     commit: int = 0  # highest index committed
     clients: ClientStats = field(default_factory=ClientStats)
+    snapshots: SnapshotStats = field(default_factory=SnapshotStats)
     undecided: bool = False  # the linearizability check ran out of budget
     trace: list[str] = field(default_factory=list)
 

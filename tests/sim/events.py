@@ -18,12 +18,17 @@ from tests.sim.config import Profile
 from tests.sim.invariants import Invariants
 from tests.sim.network import Network
 from tests.sim.node import CrashPoint, SimNode
-from zraft.core import NotLeader, Role
+from tests.sim.snapshots import RETRY_STEPS, SimSnapshot, Stream
+from zraft.core import Message, MsgType, NotLeader, Role
 
 PARTITION_STEPS = (30, 300)  # how long a partition lasts, in steps
 PAUSE_STEPS = (20, 300)  # how long a paused node stays stopped, in steps
 CLOCK_RATES = (0.25, 0.5, 1.0, 1.0, 1.5)  # a node's tick rate after a clock fault
 DOWN_STEPS = (5, 150)  # how long a crashed node stays down, in steps
+# A long outage (crash or partition, with the profile's odds): the others go on and
+# compact past what the node holds, so it catches up by InstallSnapshot (Raft §7).
+OUTAGE_STEPS = (300, 1500)
+INSTALL_CRASH_POINTS = (*CrashPoint, CrashPoint.MID_INSTALL, CrashPoint.MID_INSTALL)
 
 
 class Events:
@@ -43,6 +48,7 @@ class Events:
     crashes: int
     roles: dict[str, tuple[Role, int]]
     heal_at: int
+    long_partition: bool = False  # the current partition is a long outage
     restart_at: dict[str, int]
     resume_at: dict[str, int]
     clock: dict[str, float]
@@ -84,6 +90,10 @@ class Events:
         if self.net.is_cut(m) or not dst.up:
             self.net.dropped += 1
             self.note(m, "lost (cut)" if dst.up else f"lost ({m.dst} down)")
+            self.stream_lost(m)
+            return
+        if isinstance(m, Stream):
+            self.deliver_stream(m, dst, faults)
             return
         self.net.delivered += 1
         self.note(m)
@@ -94,6 +104,88 @@ class Events:
         m = self.net.take(self.rng)
         self.net.dropped += 1
         self.note(m, "dropped")
+        self.stream_lost(m)
+
+    # -- snapshots (tests.sim.snapshots) -------------------------------------
+
+    def stream(self, node: SimNode, request: Message) -> None:
+        """Put ``node``'s newest durable snapshot on the network to ``request.dst``
+        (``Snapshots.request``): its core asked (a SNAPSHOT message)."""
+        snap = node.snaps.store.newest()
+        if snap is None or snap.meta.index < request.index:
+            # Snapshots.request: nothing to send; the core asks again after the report.
+            node.snaps.report(self.step + RETRY_STEPS, request.dst, request.index, False)
+            node.snaps.stats.refused += 1
+            self.note(f"{node.id} has no snapshot of at least {request.index} for {request.dst}")
+            return
+        meta = snap.meta
+        node.snaps.stats.streams += 1
+        stream = Stream(
+            MsgType.SNAPSHOT,
+            request.term,
+            node.id,
+            request.dst,
+            meta.index,
+            meta.term,
+            snapshot=snap,
+            life=node.life,
+        )
+        self.net.send([stream])
+
+    def snapshot_taken(self, node: SimNode, snap: SimSnapshot, compacted: int) -> None:
+        meta, taking = snap.meta, f"{snap.size} bytes"
+        self.note(
+            f"{node.id} wrote snapshot {meta.index}/t{meta.term} ({taking})"
+            + (f", compacted to {compacted}" if compacted else "")
+        )
+        self.inv.snapshot_taken(node, snap)
+
+    def installed(self, node: SimNode, snap: SimSnapshot) -> None:
+        self.note(f"{node.id} installed snapshot {snap.meta.index}/t{snap.meta.term}")
+        self.inv.synced(node, snap.meta.index + 1)  # the durable log after it went
+        self.inv.restored(node, "installed a snapshot")
+
+    def deliver_stream(self, m: Stream, dst: SimNode, faults: bool) -> None:
+        """A whole snapshot arrives: the follower steps its core, the leader's core hears."""
+        if m.term < dst.raft.term:
+            self.net.dropped += 1  # Snapshots.on_chunk ignores a deposed leader's transfer
+            self.note(m, f"stream refused (stale term: {m.dst} is in term {dst.raft.term})")
+            self.stream_lost(m)
+            return
+        self.net.delivered += 1
+        self.note(m, "stream arrives")
+        dst.receive(m)
+        if faults and dst.raft.pending_snapshot is not None:
+            if self.rng.random() < self.profile.install_crash:
+                # SIGKILL mid-install: before it, inside it (the snapshot published but
+                # the storage not switched: start-up must finish it), or just after it.
+                self.crash(dst, self.rng.choice(INSTALL_CRASH_POINTS))
+        self.touched(dst, defer=faults)
+        sender = self.by_id[m.src]
+        if sender.up and sender.life == m.life:
+            if sender in self.paused:
+                sender.snaps.report(self.step, m.dst, m.index, True)  # at its next tick
+            else:
+                sender.shell.report_snapshot(m.dst, m.index, True)
+                self.touched(sender, defer=faults)
+
+    def stream_lost(self, m: Any) -> None:
+        """A snapshot stream was lost: its sender's core hears so ``RETRY_STEPS`` later."""
+        if not isinstance(m, Stream):
+            return
+        sender = self.by_id[m.src]
+        sender.snaps.stats.streams_lost += 1
+        if sender.up and sender.life == m.life:
+            sender.snaps.report(self.step + RETRY_STEPS, m.dst, m.index, False)
+
+    def snapshot_random(self) -> None:
+        """One loop round of a node writing a snapshot: its Readys first, then a chunk."""
+        busy = [n for n in self.nodes if n.snaps.taking is not None and n.up]
+        busy = [n for n in busy if n not in self.paused]
+        node = busy[self.rng.randrange(len(busy))]
+        self.touched(node, defer=False)  # the loop handles Readys before snapshot work
+        node.snapshot_step()
+        self.note(f"snapshot work {node.id}")
 
     def duplicate_random(self) -> None:
         self.note(self.net.duplicate(self.rng), "duplicated")
@@ -124,8 +216,13 @@ class Events:
 
     def partition(self) -> None:
         ids, rng, net = list(self.net.ids), self.rng, self.net
+        if self.long_partition:
+            self.note("partition: the long one holds")
+            return
         # Long enough, often, for an election timeout or two to pass on both sides.
-        self.heal_at = self.step + rng.randint(*PARTITION_STEPS)
+        steps = self.outage(PARTITION_STEPS)
+        self.long_partition = steps is OUTAGE_STEPS  # no other partition replaces it
+        self.heal_at = self.step + rng.randint(*steps)
         net.heal()
         kind = rng.choice(("split", "isolate", "one-way"))
         if kind == "split" and len(ids) > 3:
@@ -150,8 +247,13 @@ class Events:
                 net.cut_one_way((p, node) for p in peers)
                 self.note(f"partition: {node} cannot hear from {peers}")
 
+    def outage(self, usual: tuple[int, int]) -> tuple[int, int]:
+        """Return the range a fault's length is drawn from: ``usual``, or a long outage."""
+        return OUTAGE_STEPS if self.rng.random() < self.profile.outage else usual
+
     def heal(self) -> None:
         self.heal_at = 0
+        self.long_partition = False
         self.net.heal()
         self.note("heal")
 
@@ -166,14 +268,18 @@ class Events:
     def crash_random(self) -> None:
         node = self.victim([n for n in self.nodes if n.up])
         point = self.rng.choice(list(CrashPoint))
+        if node not in self.dirty:
+            point = CrashPoint.BEFORE_READY  # nothing pending: the point makes no difference
+        self.crash(node, point)
+
+    def crash(self, node: SimNode, point: CrashPoint) -> None:
+        """Crash ``node`` at ``point`` of its pending Ready; it restarts some steps later."""
         if node in self.paused:
             self.paused.remove(node)  # kill -9 of a stopped process
         if node in self.dirty:
             self.dirty.remove(node)
-        else:
-            point = CrashPoint.BEFORE_READY  # nothing pending: the point makes no difference
         node.crash(point)
-        self.restart_at[node.id] = self.step + self.rng.randint(*DOWN_STEPS)
+        self.restart_at[node.id] = self.step + self.rng.randint(*self.outage(DOWN_STEPS))
         self.crashes += 1
         self.clients.crashed(node, self.step)
         self.note(f"crash {node.id} ({point.value})")
@@ -202,12 +308,15 @@ class Events:
 
     def restart(self, node: SimNode) -> None:
         node.boot()
-        self.inv.booted(node)
         r = node.raft
+        snap = f" snapshot {node.applied_index}" if node.applied_index else ""
+        finish = " (finished its install)" if node.finished_install else ""
         self.note(
-            f"restart {node.id}: term {r.term} vote {r.voted_for or '-'} "
-            f"log {r.log.last_index()} commit {r.log.committed}"
+            f"restart {node.id}: term {r.term} vote {r.voted_for or '-'}{snap}{finish} "
+            f"log {r.log.first_index()}..{r.log.last_index()} commit {r.log.committed}"
+            + (f"; {node.uncovered}" if node.uncovered else "")
         )
+        self.inv.booted(node)
         self.roles[node.id] = (r.role, r.term)
         self.touched(node)
 

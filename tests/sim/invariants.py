@@ -30,6 +30,16 @@ driver promises clients (ARCHITECTURE.md "Safety rules"):
     A write is acknowledged to its client only once it is applied: every
     acknowledged ``(index, term)`` is in the global applied map
     (ARCHITECTURE.md: "answered only after it is committed *and* applied").
+``snapshot_state``
+    A snapshot holds, and a node restored from one (installed from the
+    leader, or loaded at start) equals, the state that applying the
+    committed log up to the snapshot's index gives (``tests.sim.reference``):
+    copy-on-write capture, transfer, install and restore lose nothing.
+``snapshot_coverage``
+    A node's durable log never starts after an entry that its newest durable
+    snapshot does not hold (ARCHITECTURE.md: "compaction never removes an
+    entry that is not inside a durable snapshot"), checked on every node,
+    up or down, after every step.
 
 End-of-run properties (checked by the scheduler): ``convergence``,
 ``final_state`` and ``linearizability``.
@@ -40,11 +50,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from tests.sim.reference import Reference, kv_of
 from zraft.core import Entry, EntryKind, Role
 from zraft.replica import entries
 
 if TYPE_CHECKING:
     from tests.sim.node import SimNode
+    from tests.sim.snapshots import SimSnapshot
 
 ELECTION_SAFETY = "election_safety"
 LOG_MATCHING = "log_matching"
@@ -53,6 +65,8 @@ STATE_MACHINE_SAFETY = "state_machine_safety"
 COMMIT_MONOTONIC = "commit_monotonic"
 COMMIT_DURABLE = "commit_durable"
 ACKED_WRITES = "acked_writes"
+SNAPSHOT_STATE = "snapshot_state"
+SNAPSHOT_COVERAGE = "snapshot_coverage"
 CONVERGENCE = "convergence"
 FINAL_STATE = "final_state"
 LINEARIZABILITY = "linearizability"
@@ -66,6 +80,8 @@ ALL_CHECKS = frozenset(
         COMMIT_MONOTONIC,
         COMMIT_DURABLE,
         ACKED_WRITES,
+        SNAPSHOT_STATE,
+        SNAPSHOT_COVERAGE,
         CONVERGENCE,
         FINAL_STATE,
         LINEARIZABILITY,
@@ -101,6 +117,8 @@ class Invariants:
         self.committed: list[int] = []  # term of the committed entry at index i + 1
         self.commit_term: list[int] = []  # lowest term it was seen committed in
         self.applied_log: list[tuple[int, bytes]] = []  # (term, data) applied at index i + 1
+        self.applied_entries: list[Entry] = []  # the same entries, whole (for the reference)
+        self.reference = Reference(self.applied_entries)
         self.last_commit: dict[str, int] = {}  # per node, this life
         self.leader_checked: dict[tuple[str, int, int], int] = {}  # (node, life, term) -> done
         self.acked: list[tuple[int, int, bytes, str]] = []  # (index, term, data, what)
@@ -133,7 +151,15 @@ class Invariants:
             self._check_durable(index, node.id)
 
     def applied(self, node: SimNode, entry: Entry) -> None:
-        """Check an applied entry: in order on ``node``, and the same on every node (§5.4.3)."""
+        """Check an applied entry: in order on ``node``, and the same on every node (§5.4.3).
+
+        The first entry applied at each index is recorded whatever the checks:
+        the reference state (``snapshot_state``) is built from them.
+        """
+        if entry.index > len(self.applied_log):
+            if entry.index == len(self.applied_log) + 1:
+                self.applied_log.append((entry.term, entry.data))
+                self.applied_entries.append(entry)
         if STATE_MACHINE_SAFETY not in self.checks:
             return
         if len(node.applied_terms) != entry.index:
@@ -141,21 +167,54 @@ class Invariants:
                 STATE_MACHINE_SAFETY,
                 f"{node.id} applies index {entry.index} after {len(node.applied_terms) - 1}",
             )
-        if entry.index <= len(self.applied_log):
-            first = self.applied_log[entry.index - 1]
-            if first != (entry.term, entry.data):
-                raise Violation(
-                    STATE_MACHINE_SAFETY,
-                    f"{node.id} applies index {entry.index} term {entry.term} "
-                    f"({_show(entry.data)}) where term {first[0]} "
-                    f"({_show(first[1])}) was applied before",
-                )
-        else:
-            self.applied_log.append((entry.term, entry.data))
+        if entry.index > len(self.applied_log):
+            raise Violation(
+                STATE_MACHINE_SAFETY,
+                f"{node.id} applies index {entry.index} before any node applied "
+                f"{len(self.applied_log) + 1}",
+            )
+        first = self.applied_log[entry.index - 1]
+        if first != (entry.term, entry.data):
+            raise Violation(
+                STATE_MACHINE_SAFETY,
+                f"{node.id} applies index {entry.index} term {entry.term} "
+                f"({_show(entry.data)}) where term {first[0]} "
+                f"({_show(first[1])}) was applied before",
+            )
 
     def booted(self, node: SimNode) -> None:
-        """Start a new life of ``node``: its recovered commit prefix is checked again."""
+        """Start a new life of ``node``: its recovered commit prefix is checked again, and
+        a state loaded from a snapshot (or from nothing) is compared with the reference."""
         self.last_commit[node.id] = 0
+        if node.uncovered:
+            self.restored(node, "restarted with no snapshot holding the start of its log")
+        elif node.applied_index:
+            self.restored(node, "restarted from its snapshot")
+
+    def snapshot_taken(self, node: SimNode, snap: SimSnapshot) -> None:
+        """Check that a snapshot just written holds the committed state at its index."""
+        if SNAPSHOT_STATE not in self.checks:
+            return
+        index = snap.meta.index
+        if snap.digest() != self.reference.hash_at(index):
+            raise Violation(
+                SNAPSHOT_STATE,
+                f"{node.id} wrote a snapshot at index {index} that differs from the committed "
+                f"log applied up to {index} ({self.reference.kv_at(index)})",
+            )
+
+    def restored(self, node: SimNode, how: str) -> None:
+        """Check that ``node``, just restored, equals the committed state at its index."""
+        if SNAPSHOT_STATE not in self.checks:
+            return
+        index = node.applied_index
+        if node.replica.state_hash() != self.reference.hash_at(index):
+            raise Violation(
+                SNAPSHOT_STATE,
+                f"{node.id} {how} at index {index} holds {kv_of(node.replica)} (and its "
+                f"sessions) but the committed log applied up to {index} gives "
+                f"{self.reference.kv_at(index)}",
+            )
 
     def acknowledged(self, index: int, term: int, data: bytes, what: str) -> None:
         """Record that a client was told its write at ``(index, term)`` took effect."""
@@ -192,6 +251,21 @@ class Invariants:
             self._check_leaders(leaders, lowered)
         if ACKED_WRITES in checks:
             self._check_acks()
+        if SNAPSHOT_COVERAGE in checks:
+            self._check_coverage()
+
+    def _check_coverage(self) -> None:
+        """Every node's durable log starts at or below its newest durable snapshot."""
+        for node in self.nodes:
+            start = node.snaps.log_start.index
+            newest = node.snaps.store.newest_index()
+            if start > newest:
+                raise Violation(
+                    SNAPSHOT_COVERAGE,
+                    f"{node.id}'s durable log starts after entry {start} but its newest "
+                    f"durable snapshot is at {newest or 'none'}: a crash now loses entries "
+                    f"{newest + 1}..{start}",
+                )
 
     def _register_commits(self, node: SimNode, lo: int, hi: int) -> int:
         """Record indexes lo+1..hi as committed on ``node``; return the lowest index whose
@@ -200,7 +274,17 @@ class Invariants:
         lowered = len(self.committed)
         for index in range(lo + 1, hi + 1):
             t = log.term(index)
-            assert t is not None
+            if t is None:  # below the log's start: a snapshot holds it
+                if index <= len(node.applied_terms):
+                    t = node.applied_terms[index - 1]  # the snapshot's record
+                elif index <= len(self.committed):
+                    continue  # a received snapshot, not switched in yet: nothing to compare
+                else:
+                    raise Violation(
+                        STATE_MACHINE_SAFETY,
+                        f"{node.id} commits index {index}, which it does not hold and "
+                        "no node was seen committing",
+                    )
             if index <= len(self.committed):
                 if self.committed[index - 1] != t and STATE_MACHINE_SAFETY in self.checks:
                     raise Violation(
@@ -220,11 +304,7 @@ class Invariants:
 
     def _check_durable(self, index: int, why: str) -> None:
         term = self.committed[index - 1]
-        holders = [
-            n.id
-            for n in self.nodes
-            if len(n.durable) >= index and n.durable[index - 1].term == term
-        ]
+        holders = [n.id for n in self.nodes if n.durable_term(index) == term]
         if len(holders) < self.quorum:
             raise Violation(
                 COMMIT_DURABLE,
@@ -239,7 +319,9 @@ class Invariants:
         for node in leaders:
             r = node.raft
             key = (node.id, node.life, r.term)
-            start = min(self.leader_checked.get(key, 0), lowered)
+            # Entries below the log's start are in the snapshot it restored from
+            # (checked against the reference by snapshot_state when restored).
+            start = max(min(self.leader_checked.get(key, 0), lowered), r.log.snapshot_index - 1)
             for i in range(start, len(committed)):
                 if commit_term[i] <= r.term and r.log.term(i + 1) != committed[i]:
                     raise Violation(

@@ -3,9 +3,12 @@
 A ``random.Random(seed)`` picks every step's event: tick a node (clocks
 may run at different rates), deliver, drop or duplicate an in-flight
 message (the others stay delayed; links are mostly but not always FIFO),
-handle a node's deferred Ready, partition (two-way split, isolated node,
-one-way cuts), heal, crash a node (possibly half-way through a Ready),
-restart it, pause it (a stopped process), skew its clock, transfer
+handle a node's deferred Ready, read a chunk of a node's snapshot under way
+(``tests.sim.snapshots``: snapshots are taken, the log compacted and
+snapshots streamed and installed as a real node does), partition (two-way
+split, isolated node, one-way cuts), heal, crash a node (possibly half-way
+through a Ready or an install), restart it (from its newest durable
+snapshot), pause it (a stopped process), skew its clock, transfer
 leadership, or let a client write, cas or read. Faults prefer the leader.
 After every step the invariants of ``tests.sim.invariants`` are checked.
 After the last step the network heals, every node restarts, and the cluster
@@ -42,6 +45,7 @@ from tests.sim.invariants import (
 )
 from tests.sim.network import Network, describe
 from tests.sim.node import DRIVER_SWITCHES, SimNode
+from tests.sim.snapshots import SnapshotStats
 from zraft.api.routes import Reply
 from zraft.check import NOT_LINEARIZABLE, UNKNOWN, check_history, pair_events
 from zraft.core import Entry, Message, Role
@@ -92,6 +96,9 @@ class Simulation(Events):
                 unsafe=config.unsafe & (CORE_SWITCHES | DRIVER_SWITCHES),
                 skip_fsync="skip_fsync" in config.unsafe,
                 timeout_steps=CLIENT_TIMEOUT,
+                snapshot_every=self.profile.snapshot_every,
+                snapshot_trailing=self.profile.snapshot_trailing,
+                compact_unsnapshotted="compact_unsnapshotted" in config.unsafe,
             )
             for i, nid in enumerate(ids)
         ]
@@ -151,7 +158,8 @@ class Simulation(Events):
         Weights: 3 per running node for a tick (times its clock rate), 3 per
         message in flight for a delivery (so a larger backlog drains faster and
         the pool stays bounded without a FIFO), the profile's odds of a drop or
-        duplicate instead, 6 per deferred Ready, and the profile's weights for
+        duplicate instead, 6 per deferred Ready, the profile's snapshot pace
+        per running node writing a snapshot, and the profile's weights for
         clients and faults. When every node is down, time jumps to the next restart.
         """
         p, net, rng, step = self.profile, self.net, self.rng, self.step
@@ -178,6 +186,7 @@ class Simulation(Events):
         drop = p.drop * deliver
         duplicate = p.duplicate * deliver
         ready = 6.0 * sum(1 for n in self.dirty if n not in self.paused)
+        snapshot = p.snapshot_pace * sum(1 for n in running if n.snaps.taking is not None)
         client = p.clients if self.clients.in_flight < PROCESSES and running else 0.0
         if not self.leader_known:
             client *= 0.1  # clients back off while no node knows a leader
@@ -189,13 +198,14 @@ class Simulation(Events):
         skew = p.skew * up
         network = deliver + drop + duplicate
         faults = partition + crash + pause + skew + p.transfer
-        x = rng.random() * (tick + network + ready + 2.34 * client + faults)
+        x = rng.random() * (tick + network + ready + snapshot + 2.34 * client + faults)
         for weight, event in (
             (tick, self.tick_random),
             (deliver, self.deliver_random),
             (drop, self.drop_random),
             (duplicate, self.duplicate_random),
             (ready, self.ready_random),
+            (snapshot, self.snapshot_random),
             (client, self.client_write),
             (client, self.client_read),
             (0.34 * client, self.client_cas),
@@ -251,10 +261,16 @@ class Simulation(Events):
         )
 
     def calm_event(self) -> None:
-        """Deliver or tick, nothing else (the end phase)."""
+        """Deliver, tick or write a snapshot chunk, nothing else (the end phase)."""
         pool = len(self.net.in_flight)
-        if self.rng.random() * (3.0 * pool + 3.0 * len(self.nodes)) < 3.0 * pool:
+        snapshot = self.profile.snapshot_pace * sum(
+            1 for n in self.nodes if n.snaps.taking is not None
+        )
+        x = self.rng.random() * (3.0 * pool + 3.0 * len(self.nodes) + snapshot)
+        if x < 3.0 * pool:
             self.deliver_random(faults=False)
+        elif x >= 3.0 * pool + 3.0 * len(self.nodes):
+            self.snapshot_random()
         else:
             node = self.rng.choice(self.nodes)
             node.tick()
@@ -315,8 +331,9 @@ class Simulation(Events):
         """Every node holds the same log (Raft §5.3, checked whole once at the end), the
         same state, and every acknowledged write at the index it was acknowledged at."""
         first = self.nodes[0]
+        start = max(n.raft.log.snapshot_index for n in self.nodes)  # compacted differently
         for node in self.nodes[1:]:
-            if node.raft.log.entries != first.raft.log.entries:
+            if _log_after(node, start) != _log_after(first, start):
                 raise Violation(FINAL_STATE, f"{first.id} and {node.id} hold different logs")
             if node.replica.state_hash() != first.replica.state_hash():
                 raise Violation(
@@ -400,6 +417,13 @@ class Simulation(Events):
             leaders=len(self.inv.leader_of_term),
             commit=len(self.inv.committed),
             clients=self.clients.stats,
+            snapshots=SnapshotStats.total(n.snaps.stats for n in self.nodes),
             undecided=self.undecided,
             trace=[self.format(e) for e in self.trace] if self.config.record_trace else [],
         )
+
+
+def _log_after(node: SimNode, index: int) -> list[Entry]:
+    """Return ``node``'s log entries after ``index`` (which its log must reach)."""
+    log = node.raft.log
+    return log.entries[index - log.snapshot_index :]

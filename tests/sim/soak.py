@@ -19,11 +19,12 @@ import argparse
 import multiprocessing
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tests.sim.config import SWITCHES, Report, SimConfig, SimFailure
 from tests.sim.invariants import ALL_CHECKS
 from tests.sim.schedule import run_schedule
+from tests.sim.snapshots import SnapshotStats
 
 DEFAULT_STEPS = 3000  # as in CI (tests/sim/test_simulation.py)
 
@@ -52,6 +53,7 @@ class Totals:
     unknown: int = 0
     undecided: int = 0
     violations: int = 0
+    snapshots: SnapshotStats = field(default_factory=SnapshotStats)
 
     def add(self, r: Report) -> None:
         """Count one finished schedule."""
@@ -67,15 +69,21 @@ class Totals:
         self.reads_served += r.clients.reads_served
         self.unknown += r.clients.unknown
         self.undecided += r.undecided
+        self.snapshots.add(r.snapshots)
 
     def summary(self) -> str:
         """Return the one-line summary."""
+        s = self.snapshots
         return (
             f"schedules={self.schedules} steps={self.steps} delivered={self.delivered} "
             f"dropped={self.dropped} duplicated={self.duplicated} crashes={self.crashes} "
             f"partitions={self.partitions} proposals={self.proposals} acked={self.acked} "
             f"reads_served={self.reads_served} unknown_outcomes={self.unknown} "
-            f"histories_undecided={self.undecided} violations={self.violations}"
+            f"histories_undecided={self.undecided} violations={self.violations} "
+            f"snapshots={s.taken} snapshots_lost_in_crash={s.lost} compactions={s.compactions} "
+            f"streams={s.streams} streams_lost={s.streams_lost} installs={s.installs} "
+            f"installs_over_a_longer_log={s.divergent} "
+            f"restarts_from_snapshot={s.restarts} installs_finished_at_start={s.finished_installs}"
         )
 
 

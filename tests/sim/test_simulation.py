@@ -4,11 +4,16 @@ Each schedule drives 3 or 5 in-memory nodes (core + MemoryStorage + a KV state
 machine) through the core's one door while a seeded scheduler reorders,
 delays, drops and duplicates messages, partitions the network (two-way,
 isolated node, one-way), crashes nodes (keeping only what was fsynced, some
-of them half-way through a Ready) and restarts them, pauses them, skews their
-clocks and moves leadership, and clients write, cas and read. Raft's safety
-properties (Raft Figure 3; ``tests.sim.invariants``) are checked after every
-step, the cluster must converge once healed, and the client history must be
-linearizable (``zraft.check``).
+of them half-way through a Ready or an install) and restarts them, pauses
+them, skews their clocks and moves leadership, and clients write, cas and
+read. Nodes take snapshots copy-on-write while they apply, compact their
+logs, stream snapshots to followers that fell behind and install them, and
+restart from their newest durable snapshot (``tests.sim.snapshots``). Raft's
+safety properties (Raft Figure 3; ``tests.sim.invariants``) are checked after
+every step, with the snapshot ones: a snapshot, and a node restored from one,
+equals the committed log applied up to its index, and no durable log starts
+after its newest durable snapshot. The cluster must converge once healed,
+and the client history must be linearizable (``zraft.check``).
 
 A failure names its seed and replays exactly::
 
@@ -19,8 +24,9 @@ Soak for as long as you like (exit status 1 at the first violation)::
     python -m tests.sim --schedules 20000
 
 The negative controls at the end prove the simulation can see what it is
-meant to see: each switch of ``zraft/unsafe.py`` must be caught, by the
-invariant named next to it, within a bounded number of seeds.
+meant to see: each switch of ``zraft/unsafe.py`` that the simulation models
+must be caught, by the invariant named next to it, within a bounded number of
+seeds; so must a KV store whose snapshot capture forgets copy-on-write.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -42,9 +49,12 @@ from tests.sim.invariants import (
     LEADER_COMPLETENESS,
     LINEARIZABILITY,
     LOG_MATCHING,
+    SNAPSHOT_COVERAGE,
+    SNAPSHOT_STATE,
     STATE_MACHINE_SAFETY,
 )
 from tests.sim.soak import Totals, nodes_for
+from zraft.builtin import kv_snapshot
 
 CI_SCHEDULES = 500  # seeds 0..499; even seeds run 3 nodes, odd seeds 5
 CI_STEPS = 3000  # random steps per schedule, before the heal-and-converge phase
@@ -70,6 +80,10 @@ def test_random_schedules_keep_every_invariant(first: int) -> None:
     assert totals.partitions >= CHUNK, totals.summary()
     assert totals.dropped >= 20 * CHUNK and totals.duplicated >= 5 * CHUNK, totals.summary()
     assert totals.unknown > 0, totals.summary()
+    snaps = totals.snapshots  # per 50 seeds: ~1,000-1,400 written, 200-500 restarts, 20-30 installs
+    assert snaps.taken >= 6 * CHUNK and snaps.compactions >= 5 * CHUNK, totals.summary()
+    assert snaps.restarts >= CHUNK and snaps.lost > 0, totals.summary()
+    assert snaps.installs >= 5 and snaps.streams > snaps.installs, totals.summary()
 
 
 def test_same_seed_replays_the_identical_trace() -> None:
@@ -126,12 +140,16 @@ def first_failure(unsafe: str, checks: frozenset[str] = ALL_CHECKS) -> SimFailur
 
 
 # Each control, the invariants it may first be caught by, and why. When this was
-# written, the first failing seeds were: skip_prev_log_check 12 (log_matching;
-# 23 of seeds 0..199 fail), vote_on_term_only 5 (leader_completeness; 84 of 200),
-# skip_fsync 0 (commit_durable; all), and 0 again without that check
-# (leader_completeness; 112 of 200), local_reads 0 (linearizability; 194 of 200),
-# ack_before_commit 0 (acked_writes; all), and 0 again without that check
-# (final_state; 198 of 200). Replay: python -m tests.sim --seed N --unsafe X --verbose.
+# written (with snapshots in every schedule), the first failing seeds were:
+# skip_prev_log_check 13 (log_matching; 17 of seeds 0..199 fail),
+# vote_on_term_only 0 (leader_completeness; 71 of 200), skip_fsync 0
+# (commit_durable; all), and 0 again without that check (election_safety; 56 of
+# 200), local_reads 0 (linearizability; 189 of 200), ack_before_commit 0
+# (acked_writes; 193 of 200), and 0 again without that check (final_state; 190
+# of 200), compact_unsnapshotted 0 (commit_durable; snapshot_coverage or
+# commit_durable in 186 of 200), and 7 without those two checks
+# (state_machine_safety; snapshot_state or state_machine_safety in 83 of 200).
+# Replay: python -m tests.sim --seed N --unsafe X --verbose.
 NEGATIVE_CONTROLS = [
     pytest.param(
         # Raft §5.3: a follower that appends after a mismatched prev entry holds an
@@ -190,6 +208,26 @@ NEGATIVE_CONTROLS = [
         {LINEARIZABILITY, FINAL_STATE},
         id="ack_before_commit-history",
     ),
+    pytest.param(
+        # ARCHITECTURE.md: compaction never removes an entry that is not inside a
+        # durable snapshot. Compacting when a snapshot starts leaves a durable log
+        # that starts after the newest durable snapshot, and committed entries that
+        # a crash now would lose.
+        "compact_unsnapshotted",
+        ALL_CHECKS,
+        {SNAPSHOT_COVERAGE, COMMIT_DURABLE},
+        id="compact_unsnapshotted-snapshot_coverage",
+    ),
+    pytest.param(
+        # The same bug seen only once a crash strikes while the snapshot is being
+        # written: the node restarts with a log whose start no snapshot holds (a real
+        # node refuses to start; here it comes up empty at the log's start), so its
+        # state differs from the committed log's, or its record of applied terms does.
+        "compact_unsnapshotted",
+        ALL_CHECKS - {SNAPSHOT_COVERAGE, COMMIT_DURABLE},
+        {SNAPSHOT_STATE, STATE_MACHINE_SAFETY, FINAL_STATE},
+        id="compact_unsnapshotted-after_crash",
+    ),
 ]
 
 
@@ -220,3 +258,31 @@ def test_a_failure_replays_from_its_seed() -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[0] == str(failure).splitlines()[0]
+
+
+class _Forgetful(dict):  # type: ignore[type-arg]
+    """A copy-on-write table that never saves the old value of a changed key."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+
+@pytest.mark.timeout(600)
+def test_capture_without_copy_on_write_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots are read over several steps while entries apply: a KV capture that reads
+    the live values instead of those of its index writes a snapshot of no committed state."""
+    cow_init = kv_snapshot.Cow.__init__
+
+    def forgetful(self: kv_snapshot.Cow, data: dict[str, Any], deadlines: dict[str, int]) -> None:
+        cow_init(self, data, deadlines)
+        self.saved = _Forgetful()
+
+    monkeypatch.setattr(kv_snapshot.Cow, "__init__", forgetful)
+    for seed in range(CONTROL_SEEDS):
+        try:
+            run_schedule(SimConfig(seed=seed, nodes=nodes_for(seed, None), steps=CI_STEPS))
+        except SimFailure as failure:
+            assert failure.invariant == SNAPSHOT_STATE, str(failure)
+            assert "differs from the committed log" in failure.details
+            return
+    pytest.fail(f"no violation among seeds 0..{CONTROL_SEEDS - 1}")

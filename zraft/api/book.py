@@ -174,6 +174,21 @@ class RequestBook:
         elif outcome is not None:
             self._replies.append(Reply(p.route, outcome, index=index, term=term))
 
+    def installed(self, index: int) -> None:
+        """A snapshot up to ``index`` replaced the log: answer the writes it covers.
+
+        Their entries were never applied here one by one, so whether each got in
+        is unknown; the client retries with the same (client, seq), which the
+        session table in the snapshot answers from its cache if it did.
+        """
+        for i in [i for i in self.writes if i <= index]:
+            msg = (
+                "a snapshot from the leader replaced this node's log before the write was "
+                "applied here; the outcome is unknown: retry with the same client and seq"
+            )
+            self.answer(self.writes.pop(i).route, Outcome.error(codes.TIMEOUT, msg))
+        self.served_applied()
+
     def served_applied(self) -> None:
         """Serve the parked reads whose read index the replica has reached."""
         if not self.parked:

@@ -231,7 +231,7 @@ class Shell:
             io.send(rd.early_messages)  # thesis §10.2.1: the leader's appends go first
         if rd.snapshot is not None:
             io.install(rd.snapshot)  # before anything after it is persisted (Raft §7)
-            self.book.served_applied()
+            self.book.installed(rd.snapshot.index)
         if rd.hard_state is not None or rd.entries:
             io.persist(rd.hard_state, rd.entries, rd.must_sync)
         if rd.messages:

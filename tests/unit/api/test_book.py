@@ -178,3 +178,15 @@ def test_a_write_whose_index_is_reused_by_a_later_proposal_is_answered_as_lost()
     book.proposed(write(book), 5, 3)
     book.proposed(write(book, rid=2), 5, 4)
     assert codes_of(book) == [codes.NOT_LEADER] and book.lost == 1 and len(book.writes) == 1
+
+
+def test_writes_covered_by_an_installed_snapshot_are_answered_as_unknown_at_once() -> None:
+    """Without this they would wait for their deadline: their entries never apply here."""
+    book = make_book()
+    book.proposed(write(book, rid=1), 5, 3)
+    book.proposed(write(book, rid=2), 9, 3)
+    book.installed(7)
+    (reply,) = book.take_replies()
+    assert reply.route.rid == 1 and reply.outcome.code == codes.TIMEOUT
+    assert "snapshot" in reply.outcome.message and "unknown" in reply.outcome.message
+    assert list(book.writes) == [9]

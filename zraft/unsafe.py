@@ -30,6 +30,26 @@ SWITCHES: dict[str, str] = {
         "the WAL keeps unsynced writes in process memory until fsync, so SIGKILL loses "
         "them as a power loss would (a storage double; safe by itself)"
     ),
+    # snapshots
+    "compact_unsnapshotted": (
+        "a node compacts its log and WAL up to the applied index when a snapshot starts, "
+        "before the snapshot file is durable (a crash while it is written leaves a log "
+        "that no snapshot covers)"
+    ),
+    "skip_snapshot_verify": (
+        "a follower reports a received snapshot file whole without checking its record "
+        "checksums, its END record and its sha256"
+    ),
+    "snapshot_in_place": (
+        "a follower switches a snapshot in as it arrives instead of beside its old state: "
+        "it drops its log (a WAL INSTALL record) at the first chunk and writes the chunks "
+        "straight to the snapshot's final file name"
+    ),
+    "corrupt_snapshot_chunks": (
+        "a leader flips one byte in the middle of the first snapshot it sends to each "
+        "follower (a fault double; safe by itself: the follower's checks refuse the file "
+        "and the leader sends a snapshot again)"
+    ),
     # driver
     "local_reads": "linearizable reads are served from local state without ReadIndex",
     "ack_before_commit": "a write is acknowledged when the leader proposes it",

@@ -6,7 +6,11 @@ own, in which it creates one network namespace per node (``net.Netns``), starts
 the nodes with ``ip netns exec`` (``ensemble.FaultEnsemble``), drives a client load that
 records a history (``workload.Workload``), injects faults (``scenarios``: SIGKILL,
 SIGSTOP, nftables partitions, one-way cuts, packet loss, a lagging follower,
-power loss), heals, and judges the run (``verify``): the linearizability
+power loss; and around snapshots, ``snapfaults``: kills timed by ``snapwatch``
+while a snapshot is written or installed, a follower that must catch up by
+InstallSnapshot, power loss after a compaction, a transfer corrupted in
+transit), heals, and judges the run (``verify``, on every WAL segment the
+nodes ever had: ``walarchive`` keeps those compaction deletes): the linearizability
 checker's verdict, acknowledged writes missing from the committed log, the
 applied-state hashes of all nodes, at most one leader per term in the nodes'
 logs, and no node that voted twice in one term in its WAL.

@@ -49,6 +49,7 @@ class FaultEnsemble(Ensemble):
         unsafe: str = "",
         timing: dict[str, int] | None = None,
         extra_toml: str = "",
+        raft_toml: str = "",
     ) -> None:
         super().__init__(
             workdir,
@@ -57,6 +58,7 @@ class FaultEnsemble(Ensemble):
             name="faults",
             timing=dict(TIMING, **(timing or {})),
             extra_toml=extra_toml,
+            raft_toml=raft_toml,
             unsafe=unsafe,
         )
 
@@ -84,13 +86,24 @@ class FaultEnsemble(Ensemble):
         blob = json.dumps([keys, values], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def node_hashes(self, st: dict[str, Any]) -> dict[str, str | None]:
+        """Return each node's own state hash (``status`` with ``hash``), None where it
+        does not answer or has applied another index than in ``st``."""
+        rows = self.statuses(self.ids, timeout=5.0, state_hash=True)
+        return {
+            n: r.get("state_hash") if r and st.get(n) and r["applied"] == st[n]["applied"] else None
+            for n, r in rows.items()
+        }
+
     def converge(self, timeout: float = 30.0) -> dict[str, dict[str, Any] | None]:
         """Wait until every node has applied the same index and holds the same state.
 
-        Returns the last statuses, each with ``state_hash`` (``state_digest``) when
-        the applied index was stable across the digests, whether or not they
-        agreed: the caller judges them. Returns early when the applied indexes
-        agree but the states keep differing.
+        Returns the last statuses, each with ``state_hash`` (``state_digest``: the
+        keys and values as clients read them) and ``node_hash`` (the node's own
+        hash of its whole replicated state, snapshot sections and sessions
+        included) when the applied index was stable across the digests, whether
+        or not they agreed: the caller judges them. Returns early when the
+        applied indexes agree but the states keep differing.
         """
         deadline = time.monotonic() + timeout
         disagreements = 0
@@ -104,6 +117,8 @@ class FaultEnsemble(Ensemble):
                 progress, progress_at = seen, now
             elif now - progress_at > STALL_S:
                 return st  # nothing moves any more: waiting longer cannot help
+            if any(not self.alive(n) for n in self.ids):
+                return st  # a node exited (it could not start): it never catches up
             if all(st.values()):
                 applied = {s["applied"] for s in st.values()}  # type: ignore[index]
                 commits = {s["commit"] for s in st.values()}  # type: ignore[index]
@@ -115,10 +130,13 @@ class FaultEnsemble(Ensemble):
                         for n, a in again.items()
                     )
                     if stable and None not in digests.values():
+                        own = self.node_hashes(st)
                         for n, s in st.items():
                             s["state_hash"] = digests[n]  # type: ignore[index]
-                        if len(set(digests.values())) == 1:
-                            return st
+                            s["node_hash"] = own[n]  # type: ignore[index]
+                        if len(set(digests.values())) == 1 and len(set(own.values())) == 1:
+                            if None not in own.values():
+                                return st
                         disagreements += 1
                         if disagreements >= 3:
                             return st

@@ -33,6 +33,7 @@ from tests.faults import verify
 from tests.faults.ensemble import FaultEnsemble, die_with_parent
 from tests.faults.net import HOST_NS_ENV, host_namespaces, make_network
 from tests.faults.scenarios import SCENARIOS, Ctx
+from tests.faults.walarchive import ARCHIVE, WalArchive
 from tests.faults.workload import Workload
 from zraft.check import check_history, pair_events
 
@@ -72,12 +73,17 @@ def run_scenario(
         "errors": [],
     }
     ens: FaultEnsemble | None = None
+    archive: WalArchive | None = None
     load: Workload | None = None
     ctx: Ctx | None = None
     statuses: dict[str, Any] = {}
     leader = None
     try:
-        ens = FaultEnsemble(workdir, net, nodes, unsafe=unsafe)
+        ens = FaultEnsemble(
+            workdir, net, nodes, unsafe=unsafe, raft_toml=sc.raft_toml, extra_toml=sc.extra_toml
+        )
+        archive = WalArchive(workdir, ens.ids)
+        archive.start()
         ens.start()
         ens.leader(timeout=30.0)
         load = Workload(ens.client, seed)
@@ -122,12 +128,15 @@ def run_scenario(
             load.close()
         if ens is not None:
             ens.close()
+        if archive is not None:
+            archive.stop()
+            res["errors"] += archive.errors
         net.teardown()
 
     res["faults"] = len(ctx.faults) if ctx else 0
     res["fault_log"] = ctx.faults if ctx else []
     res["figures"] = ctx.figures if ctx else {}
-    _judge(res, ens, load, statuses)
+    _judge(res, ens, archive, load, statuses)
     res["elapsed_s"] = round(time.monotonic() - started, 2)
     res["summary"] = summary_line(res)
     (workdir / "result.json").write_text(json.dumps(res, indent=2, default=str))
@@ -135,13 +144,17 @@ def run_scenario(
 
 
 def _judge(
-    res: dict[str, Any], ens: FaultEnsemble | None, load: Workload | None, statuses: dict[str, Any]
+    res: dict[str, Any],
+    ens: FaultEnsemble | None,
+    archive: WalArchive | None,
+    load: Workload | None,
+    statuses: dict[str, Any],
 ) -> None:
     """Fill in the verdict, lost writes, hashes, leaders per term and votes."""
     res.update(
         ops=0, acked=0, info=0, verdict="none", lost=None, hashes="unknown", leaders_max=None
     )
-    if load is None or ens is None:
+    if load is None or ens is None or archive is None:
         res["passed"] = False
         return
     h = load.history
@@ -168,11 +181,16 @@ def _judge(
     good = {n: s for n, s in statuses.items() if s}
     applied = {n: s["applied"] for n, s in good.items()}
     res["applied"] = applied
-    hashes = {s.get("state_hash") for s in good.values()}
-    res["state_hashes"] = {n: (s.get("state_hash") or "")[:16] for n, s in good.items()}
+    # Equal keys and values as clients read them, and equal hashes of the whole
+    # replicated state (sessions, every snapshot section) as the nodes compute them.
+    hashes = {(s.get("state_hash"), s.get("node_hash")) for s in good.values()}
+    res["state_hashes"] = {
+        n: (s.get("state_hash") or "")[:16] + "/" + (s.get("node_hash") or "")[:16]
+        for n, s in good.items()
+    }
     if len(good) < len(ens.ids):
         res["hashes"] = "unreachable"
-    elif len(set(applied.values())) > 1 or None in hashes:
+    elif len(set(applied.values())) > 1 or any(None in h for h in hashes):
         res["hashes"] = "not-converged"
     else:
         res["hashes"] = "equal" if len(hashes) == 1 else "differ"
@@ -183,18 +201,22 @@ def _judge(
     res["terms"] = max(leaders, default=0)
     res["leaders_max"] = max((len(v) for v in leaders.values()), default=0)
     res["leader_violations"] = {t: sorted(v) for t, v in leaders.items() if len(v) > 1}
-    wals = {n: verify.read_wal(wd / n) for n in ens.ids}
+    # Every segment each node ever had: compaction deletes them (walarchive).
+    wals = {n: verify.read_wal(archive.dir(n)) for n in ens.ids}
+    res["installed"] = {n: w.installed for n, w in wals.items() if w.installed}
     res["double_votes"] = {
         n: p for n, w in wals.items() if (p := verify.double_votes(w.hard_states))
     }
     upto = min(applied.values()) if applied else 0
     res["prefix_mismatch"] = verify.committed_prefixes_agree(wals, upto) if upto else []
     # An acknowledged write must be in every node's committed log (its applied
-    # index; the last persisted commit index for a node that did not answer).
+    # index; the last persisted commit index for a node that did not answer),
+    # below a snapshot it installed in the log of the nodes that hold it.
     lost_by_node = {}
     for n, w in wals.items():
         upto = applied.get(n, w.hard_states[-1][1] if w.hard_states else 0)
-        lost_by_node[n] = verify.lost_writes(h.acked, verify.committed_commands(w, upto))
+        log = verify.committed_log(wals, n, upto)
+        lost_by_node[n] = verify.lost_writes(h.acked, verify.committed_commands(log, upto))
     worst = max(lost_by_node, key=lambda n: len(lost_by_node[n]))
     res["lost"] = len(lost_by_node[worst])
     res["lost_by_node"] = {n: len(v) for n, v in lost_by_node.items()}
@@ -345,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_data and res.get("passed"):
         for nid in range(1, args.nodes + 1):
             shutil.rmtree(workdir / f"n{nid}", ignore_errors=True)
+        shutil.rmtree(workdir / ARCHIVE, ignore_errors=True)
     if not args.quiet or not args.inside:
         print(res["summary"])
         for err in res.get("errors", []):

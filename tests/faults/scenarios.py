@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.faults import snapfaults as snap
 from tests.faults.ensemble import FaultEnsemble
 from tests.faults.net import Network
 from tests.faults.workload import Workload
@@ -86,6 +87,16 @@ class Ctx:
     @property
     def E(self) -> float:  # noqa: N802 - the paper's letter for the election timeout
         return self.ens.election_s
+
+    def bulk_until(self, entries: int, limit_s: float) -> int:
+        """Run the bulk writer until ``entries`` more writes are acknowledged; return how many."""
+        start = self.load.history.stats.bulk_acked
+        self.load.start_bulk()
+        deadline = time.monotonic() + limit_s
+        while self.load.history.stats.bulk_acked - start < entries and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.load.stop_bulk()
+        return self.load.history.stats.bulk_acked - start
 
 
 def kill_leader(ctx: Ctx) -> None:
@@ -240,17 +251,6 @@ def bridge(ctx: Ctx) -> None:
     ctx.heal()
 
 
-def _bulk_until(ctx: Ctx, entries: int, limit_s: float) -> int:
-    """Run the bulk writer until ``entries`` more writes are acknowledged; return how many."""
-    start = ctx.load.history.stats.bulk_acked
-    ctx.load.start_bulk()
-    deadline = time.monotonic() + limit_s
-    while ctx.load.history.stats.bulk_acked - start < entries and time.monotonic() < deadline:
-        time.sleep(0.05)
-    ctx.load.stop_bulk()
-    return ctx.load.history.stats.bulk_acked - start
-
-
 def lagging_follower(ctx: Ctx) -> None:
     """Cut a follower off while bulk writes push it thousands of entries behind; heal.
 
@@ -261,7 +261,7 @@ def lagging_follower(ctx: Ctx) -> None:
     victim = ctx.rng.choice(ctx.followers(lead))
     ctx.partition([victim], ctx.followers(victim))
     ctx.pause(2 * ctx.E)
-    pushed = _bulk_until(ctx, ctx.params.get("entries", 4000), 40.0)
+    pushed = ctx.bulk_until(ctx.params.get("entries", 4000), 40.0)
     st = ctx.ens.statuses()
     behind = max((s["commit"] for s in st.values() if s), default=0) - (
         (st.get(victim) or {}).get("applied", 0)
@@ -288,7 +288,7 @@ def stale_candidate(ctx: Ctx) -> None:
     victim = ctx.rng.choice(ctx.followers(lead))
     ctx.partition([victim], ctx.followers(victim))
     ctx.pause(2 * ctx.E)
-    pushed = _bulk_until(ctx, ctx.params.get("entries", 1000), 20.0)
+    pushed = ctx.bulk_until(ctx.params.get("entries", 1000), 20.0)
     ctx.note(f"{victim} fell behind by about {pushed} bulk writes")
     voters = ctx.rng.sample([n for n in ctx.followers(lead) if n != victim], len(ids) // 2)
     away = [n for n in ids if n != victim and n not in voters]
@@ -330,10 +330,16 @@ class Scenario:
     partitions: bool = False  # needs a network that can cut links
     unsafe: str = ""  # switches the scenario itself needs (power-loss: lazy_writes)
     doc: str = ""
+    raft_toml: str = ""  # added to the ensemble file's [raft] table
+    extra_toml: str = ""  # added to the ensemble file before the [[node]] tables
 
 
 def _scenario(name: str, fn: Callable[[Ctx], None], doc: str = "", **kw: Any) -> Scenario:
     return Scenario(name, fn, doc=doc or (fn.__doc__ or "").strip().splitlines()[0], **kw)
+
+
+def _snapshots(name: str, fn: Callable[[Ctx], None], **kw: Any) -> Scenario:
+    return _scenario(name, fn, raft_toml=snap.RAFT_TOML, extra_toml=snap.STORAGE_TOML, **kw)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -359,5 +365,13 @@ SCENARIOS: dict[str, Scenario] = {
         _scenario("lagging-follower", lagging_follower, partitions=True),
         _scenario("stale-candidate", stale_candidate, partitions=True),
         _scenario("overwrite-suffix", overwrite_suffix, partitions=True),
+        # Snapshots (tests/faults/snapfaults.py): small snapshot_entries and segments.
+        _snapshots("snapshot-kill-writer", snap.kill_while_writing),
+        _snapshots("snapshot-kill-install", snap.kill_mid_install),
+        _snapshots("snapshot-lagging-follower", snap.lagging_by_snapshot, partitions=True),
+        _snapshots("snapshot-power-loss", snap.power_loss_snapshot, unsafe="lazy_writes"),
+        _snapshots(
+            "snapshot-corrupt-transfer", snap.corrupt_transfer, unsafe="corrupt_snapshot_chunks"
+        ),
     ]
 }

@@ -31,6 +31,11 @@ def diverged(res: dict[str, Any]) -> bool:
     return bool(res.get("prefix_mismatch")) or res.get("hashes") in ("differ", "not-converged")
 
 
+def node_lost(res: dict[str, Any]) -> bool:
+    """A node could not start again from what it left on disk (and never answered)."""
+    return res.get("hashes") == "unreachable"
+
+
 # (switches, scenario, nodes, first seed, what must be seen, attempts)
 CONTROLS: list[tuple[str, str, int, int, Callable[[dict[str, Any]], bool], int]] = [
     # Power loss without fsync: acknowledged writes vanish with the page cache.
@@ -43,6 +48,15 @@ CONTROLS: list[tuple[str, str, int, int, Callable[[dict[str, Any]], bool], int]]
     ("skip_prev_log_check", "overwrite-suffix", 3, 204, diverged, 2),
     # A lagging node is elected and overwrites committed entries.
     ("vote_on_term_only", "stale-candidate", 5, 205, lambda r: lost(r) or diverged(r), 2),
+    # Compaction before the snapshot is durable: killed while writing it, a node
+    # finds a log that no snapshot covers and refuses to start.
+    ("compact_unsnapshotted", "snapshot-kill-writer", 3, 206, node_lost, 2),
+    # A transfer corrupted in transit is published and switched in unchecked: the
+    # restore fails after the log is gone, and the follower never starts again.
+    ("skip_snapshot_verify", "snapshot-corrupt-transfer", 3, 207, node_lost, 2),
+    # A follower that drops its log when a snapshot starts to arrive, killed mid-receive,
+    # is left with a torn snapshot and no log: it refuses to start.
+    ("snapshot_in_place", "snapshot-kill-install", 3, 208, node_lost, 2),
 ]
 
 

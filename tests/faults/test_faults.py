@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,21 @@ CI_SLICE = [
     ("kill-leader", 5, 122),
     ("isolate-leader", 5, 123),
     ("stale-candidate", 5, 124),
+    # Snapshots every 200 entries (tests/faults/snapfaults.py).
+    ("snapshot-kill-writer", 3, 131),
+    ("snapshot-kill-install", 3, 132),
+    ("snapshot-lagging-follower", 3, 133),
+    ("snapshot-power-loss", 3, 134),
+    ("snapshot-corrupt-transfer", 3, 135),
 ]
+# What each snapshot scenario must show besides the verdicts: that its fault landed.
+LANDED: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "snapshot-kill-writer": lambda f: f["mid_write_kills"] >= 1,
+    "snapshot-kill-install": lambda f: f["mid_install_kills"] >= 1 and f["installs"] >= 1,
+    "snapshot-lagging-follower": lambda f: f["compacted_past"] and f["installs"] >= 1,
+    "snapshot-power-loss": lambda f: len(f["power_losses"]) == 2,
+    "snapshot-corrupt-transfer": lambda f: f["refused"] >= 1 and f["installs"] >= 1,
+}
 MUST_ELECT = {
     "kill-leader",
     "kill-all",
@@ -62,6 +77,8 @@ MUST_ELECT = {
     "one-way",
     "overwrite-suffix",
     "stale-candidate",
+    "snapshot-kill-writer",
+    "snapshot-power-loss",
 }
 
 
@@ -87,7 +104,8 @@ def explain(res: dict[str, Any]) -> str:
     if res.get("explanation"):
         lines.append(f"checker: {res['explanation']}")
     lines += [f"lost: {x}" for x in res.get("lost_examples", [])]
-    for key in ("leader_violations", "double_votes", "prefix_mismatch", "tracebacks", "applied"):
+    keys = ("leader_violations", "double_votes", "prefix_mismatch", "tracebacks", "applied")
+    for key in (*keys, "installed", "figures"):
         if res.get(key):
             lines.append(f"{key}: {res[key]}")
     lines += [f"fault: {f}" for f in res.get("fault_log", [])]
@@ -120,6 +138,8 @@ def test_fault_scenario_keeps_safety(
         assert res["terms"] >= 2, explain(res)
     if scenario == "lagging-follower":
         assert res["figures"]["behind"] >= 2000, explain(res)
+    if scenario in LANDED:
+        assert LANDED[scenario](res["figures"]), explain(res)
 
 
 # -- a zraft bug found by this suite ---------------------------------------------

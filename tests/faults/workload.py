@@ -305,15 +305,62 @@ class Workload:
             for c in clients:
                 c.close()
 
+    def preload(self, keys: int, value_bytes: int, timeout: float = 60.0) -> int:
+        """Write keys ``big/0..`` of about ``value_bytes`` each; return how many were acknowledged.
+
+        A state that takes a while to snapshot and to send. Pipelined in small
+        batches, each key with its own session pair (retried with the same
+        pair, so at most once), moving to the next node after a batch without
+        success. Each acknowledged write is recorded like a bulk write.
+        """
+        clients = [
+            self._client(ep, "big", timeout=5.0, retry_for=0) for ep in self.endpoints.values()
+        ]
+        pending = list(range(keys))
+        at = 0
+        deadline = time.monotonic() + timeout
+        try:
+            while pending and time.monotonic() < deadline and not self._stop.is_set():
+                c = clients[at]
+                batch, pending = pending[:8], pending[8:]
+                bodies = [
+                    {
+                        "cmd": "set",
+                        "key": f"big/{i}",
+                        "value": f"{i}:" + "v" * value_bytes,
+                        "client": c.client_id,
+                        "seq": i + 1,
+                    }
+                    for i in batch
+                ]
+                replies = c.pipeline(bodies)
+                for i, body, reply in zip(batch, bodies, replies, strict=True):
+                    if reply is not None and reply.get("ok"):
+                        cmd = {k: body[k] for k in ("cmd", "key", "value")}
+                        self.history.ack(c.client_id, body["seq"], cmd, bulk=True)
+                    else:
+                        pending.append(i)
+                if not any(r and r.get("ok") for r in replies):
+                    at = (at + 1) % len(clients)
+                    time.sleep(0.05)
+        finally:
+            for c in clients:
+                c.close()
+        return keys - len(pending)
+
     # -- after the faults ---------------------------------------------------------
 
-    def final_reads(self, endpoints: list[str], timeout: float = 20.0) -> int:
-        """Read every checked key linearizably (process ``final``); return keys not read."""
+    def final_reads(self, endpoints: list[str], timeout: float = 20.0, total: float = 40.0) -> int:
+        """Read every checked key linearizably (process ``final``); return keys not read.
+
+        Each key is tried for ``timeout`` seconds, all of them for ``total``.
+        """
         c = self._client(endpoints, "final", timeout=1.0, retry_for=1.0)
         missing = 0
+        end = time.monotonic() + total
         try:
             for key in self.keys:
-                deadline = time.monotonic() + timeout
+                deadline = min(time.monotonic() + timeout, max(end, time.monotonic() + 1.0))
                 while True:
                     ok, _ = self._read(c, "final", key)
                     if ok:

@@ -38,6 +38,7 @@ from zraft.core import (
     SoftState,
 )
 from zraft.metrics import Metrics
+from zraft.node.admin import Admin
 from zraft.node.observer import Observer
 from zraft.node.shell import Shell
 from zraft.node.snapshots import Snapshots, open_state, snapshot_dir
@@ -47,8 +48,7 @@ from zraft.replica import Replica
 from zraft.snapshot.store import SnapshotStore
 from zraft.statemachine import Outcome
 from zraft.storage import LogStorage, StorageError
-from zraft.storage.unsafe import UnsafeWalStorage
-from zraft.storage.wal import WalStorage
+from zraft.storage.unsafe import open_wal
 from zraft.transport import sockets
 from zraft.transport.codec import (
     DecodeError,
@@ -96,7 +96,9 @@ class Node:
             self.payloads = Payloads(config, node_id, self.pm, m, unsafe)
         except ValueError as exc:  # a leader payload that these timings cannot fence
             raise PluginError(str(exc)) from exc
-        self.storage = storage or _open_storage(config, self.me.data_dir, unsafe)
+        self.storage = storage or open_wal(
+            Path(self.me.data_dir), config.storage.segment_bytes, unsafe
+        )
         rec = self.storage.open()
         if rec.truncated_bytes:
             log.warning("WAL: truncated a torn tail of %d bytes", rec.truncated_bytes)
@@ -144,7 +146,9 @@ class Node:
             report=shell.report_snapshot,
             send=lambda peer, frame: self.mesh.send(peer, frame),
             log_start=restored.log.snapshot_index,
+            unsafe=unsafe,
         )
+        self.admin = Admin(self.reply, self._build_view, self.replica, self.snapshots)
         self.started = time.time()
         self.ctx = sockets.context()
         peers = config.peers_of(node_id)
@@ -339,9 +343,7 @@ class Node:
             try:
                 if isinstance(item, Reply):
                     self.reply(item)  # a request that could not be parsed
-                elif item.command["cmd"] in ("status", "ping"):
-                    self._answer_node(route, item)
-                else:
+                elif not self._answer_node(route, item):  # not a node-local command
                     self.shell.submit(route, item, now, wall_ms)
             except StorageError:
                 raise  # fatal for the node (ARCHITECTURE.md): systemd restarts it
@@ -351,16 +353,8 @@ class Node:
                 msg = "internal error (logged); a write's outcome is unknown"
                 self.reply(Reply(route, Outcome.error(codes.INTERNAL, msg)))
 
-    def _answer_node(self, route: Route, req: Request) -> None:
-        route.rid, route.command = req.id, req.command["cmd"]
-        if route.command == "ping":
-            self.reply(Reply(route, Outcome.success("pong")))
-            return
-        result = self._build_view(time.monotonic()).status()
-        if req.command.get("hash") is True:
-            result["state_hash"] = self.replica.state_hash()
-            result["applied"] = self.replica.applied_index
-        self.reply(Reply(route, Outcome.success(result)))
+    def _answer_node(self, route: Route, req: Request) -> bool:
+        return self.admin.answer(route, req)  # status, ping, snapshot_take/read (admin.py)
 
     def _on_tick(self, now: float) -> None:
         st = self.shell.status()
@@ -479,15 +473,3 @@ class Node:
         self.view = self._build_view(time.monotonic())  # /ready sees a new leader at once
         self._last_status_line = self.view.status_line()
         self.notify("STATUS=" + self._last_status_line)
-
-
-def _open_storage(config: EnsembleConfig, data_dir: Path, unsafe: frozenset[str]) -> LogStorage:
-    """Open the node's WAL (or the power-loss double, a test-only negative control)."""
-    if unsafe & {"lazy_writes", "skip_fsync"}:
-        return UnsafeWalStorage(
-            Path(data_dir),
-            segment_bytes=config.storage.segment_bytes,
-            lazy_writes="lazy_writes" in unsafe,
-            skip_fsync="skip_fsync" in unsafe,
-        )
-    return WalStorage(Path(data_dir), segment_bytes=config.storage.segment_bytes)

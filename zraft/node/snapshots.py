@@ -17,11 +17,17 @@ called by the loop each round:
 Failures here are never fatal except an install that cannot be finished:
 a snapshot that cannot be written is logged and counted, and the old
 snapshots and the log stay as they were.
+
+Negative controls (``zraft/unsafe.py``, tests only) honoured here:
+``compact_unsnapshotted`` (``take``), ``skip_snapshot_verify`` and
+``snapshot_in_place`` (the receiver, and ``on_chunk``), and the fault double
+``corrupt_snapshot_chunks`` (``request``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +45,7 @@ from zraft.snapshot.transfer import Receiver, Sender
 from zraft.storage import LogStorage, Recovered, StorageError
 from zraft.transport.codec import encode
 from zraft.transport.wire import SnapAck, SnapChunk, SnapStatus
+from zraft.unsafe import from_env
 
 log = logging.getLogger("zraft.snapshot")
 
@@ -99,7 +106,9 @@ class Snapshots:
     ``compact(index) -> SnapshotMeta`` compacts the core's log and returns the
     new log start; ``step_core(message)`` hands the core a SNAPSHOT message;
     ``report(peer, index, ok)`` tells the core how a transfer ended;
-    ``send(peer, frame)`` puts a frame on the mesh.
+    ``send(peer, frame)`` puts a frame on the mesh. ``unsafe`` holds the
+    node's test-only switches; None reads them from ``ZRAFT_UNSAFE_TEST_ONLY``
+    as the daemon did (for a node that does not pass its own).
     """
 
     def __init__(
@@ -117,6 +126,7 @@ class Snapshots:
         report: Callable[[str, int, bool], None],
         send: Callable[[str, bytes], bool],
         log_start: int = 0,
+        unsafe: frozenset[str] | None = None,
     ) -> None:
         self.config, self.id = config, node_id
         self.store, self.storage, self.replica = store, storage, replica
@@ -135,8 +145,10 @@ class Snapshots:
         self._waiters: list[Callable[[SnapshotInfo | None, str | None], None]] = []
         self._senders: dict[str, Sender] = {}
         self._retry: dict[str, tuple[float, int]] = {}  # peer -> (when, index) to report failed
-        self._receiver = Receiver(store, config.name)
+        self.unsafe = from_env(os.environ) if unsafe is None else unsafe
+        self._receiver = Receiver(store, config.name, unsafe=self.unsafe)
         self._received: dict[tuple[int, int], SnapshotInfo] = {}
+        self._corrupted: set[str] = set()  # corrupt_snapshot_chunks: peers sent one
         self.failed_last = False
 
     # -- taking ---------------------------------------------------------------
@@ -183,6 +195,9 @@ class Snapshots:
             created_ms=int(time.time() * 1000),
         )
         self.since_entries = self.since_bytes = 0
+        if "compact_unsnapshotted" in self.unsafe:
+            # Negative control: the log goes before the snapshot holding it is durable.
+            self._compact_to(r.applied_index)
         try:
             self.taker = Taker(self.store, r.start_capture(), header, started=now)
         except (OSError, StorageError, ValueError) as exc:
@@ -242,11 +257,12 @@ class Snapshots:
         """Compact to the older kept snapshot, keeping ``trailing`` entries below the newest."""
         files = self.store.files()
         older = files[-2][0] if len(files) >= 2 else 0
-        point = min(newest - self.trailing, older)
-        if point <= 0:
-            return
+        self._compact_to(min(newest - self.trailing, older))
+
+    def _compact_to(self, point: int) -> None:
+        """Compact the core's log, then the WAL, up to ``point`` (if above the log start)."""
         before = self.log_start
-        if point <= before:
+        if point <= 0 or point <= before:
             return
         meta = self._compact(point)
         self.storage.compact(meta)  # StorageError here is fatal: the loop stops
@@ -267,9 +283,20 @@ class Snapshots:
             self._retry[peer] = (now + RETRY_AFTER_S, m.index)
             return
         index, snap_term, path = newest
+        corrupt = "corrupt_snapshot_chunks" in self.unsafe and peer not in self._corrupted
         try:
             size = path.stat().st_size
-            self._senders[peer] = Sender(peer, path, index, snap_term, m.term, size)
+            self._senders[peer] = Sender(
+                peer,
+                path,
+                index,
+                snap_term,
+                m.term,
+                size,
+                corrupt_at=size // 2 if corrupt else None,
+            )
+            if corrupt:  # a fault double: the first transfer to each peer
+                self._corrupted.add(peer)
         except (OSError, ValueError) as exc:
             log.error("cannot send snapshot %s to %s: %s", path, peer, exc)
             self._retry[peer] = (now + RETRY_AFTER_S, m.index)
@@ -323,6 +350,12 @@ class Snapshots:
         before = self._receiver.bytes_received
         ack, received = self._receiver.on_chunk(peer, chunk, now)
         self.m.install_bytes.labels("received").inc(self._receiver.bytes_received - before)
+        if (
+            "snapshot_in_place" in self.unsafe
+            and chunk.offset == 0
+            and before < self._receiver.bytes_received
+        ):
+            self._drop_log_early(chunk)
         if ack is not None:
             self._send(peer, encode(ack))
         if received is None:
@@ -334,6 +367,12 @@ class Snapshots:
         h = info.header
         self._received = {(h.index, h.term): info}
         self._step_core(Message(MsgType.SNAPSHOT, chunk.term, peer, self.id, h.index, h.term))
+
+    def _drop_log_early(self, chunk: SnapChunk) -> None:
+        """Negative control ``snapshot_in_place``: the log goes when the first chunk comes."""
+        if chunk.index > self.log_start:
+            self.storage.install(SnapshotMeta(chunk.index, chunk.snap_term, self.config.ids))
+            log.warning("snapshot_in_place: dropped the log for snapshot %d", chunk.index)
 
     def install(self, meta: SnapshotMeta) -> None:
         """Switch in the received snapshot ``meta``: file, WAL, then the state machines.
@@ -350,7 +389,8 @@ class Snapshots:
         self.log_start = meta.index
         h = info.header
         try:
-            self.replica.check_sections(s.name for s in info.sections)
+            if info.sections:  # empty only under the negative control skip_snapshot_verify
+                self.replica.check_sections(s.name for s in info.sections)
             self.replica.restore_sections(read_sections(final), h.index, h.time_ms)
         except ValueError as exc:
             raise StorageError(f"cannot restore the received snapshot {final}: {exc}") from exc

@@ -25,8 +25,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from zraft.snapshot.format import SnapshotInfo, verify
-from zraft.snapshot.store import SnapshotStore
+from zraft.snapshot.format import SnapshotInfo, read_header, verify
+from zraft.snapshot.store import SnapshotStore, file_name
 from zraft.storage import CorruptionError, StorageError
 from zraft.transport.wire import SnapAck, SnapChunk, SnapStatus
 
@@ -70,7 +70,9 @@ class Sender:
     the file could not be read); after that ``pump`` returns nothing and the
     file is closed. ``size`` is the file's size, at least 1; ``chunk_bytes``
     must fit a frame (``Limits.max_snap_chunk_bytes``). ``close()`` it when
-    dropping it unfinished.
+    dropping it unfinished. ``corrupt_at`` is a fault double for tests
+    (``zraft/unsafe.py`` ``corrupt_snapshot_chunks``): the byte at that file
+    offset is flipped in every chunk sent that holds it.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Sender:
         window: int = 4,
         ack_timeout_s: float = 5.0,
         resend_s: float = 1.0,
+        corrupt_at: int | None = None,
     ) -> None:
         if size < 1 or chunk_bytes < 1 or window < 1:
             raise ValueError(f"size {size}, chunk_bytes {chunk_bytes}, window {window} must be > 0")
@@ -101,6 +104,7 @@ class Sender:
         self.window = window
         self.ack_timeout_s = ack_timeout_s
         self.resend_s = resend_s
+        self.corrupt_at = corrupt_at
         self.done = False
         self.failed: str | None = None
         self.bytes_sent = 0  # data bytes pumped, retransmissions included
@@ -146,6 +150,11 @@ class Sender:
             data = self._read(offset, n)
             if data is None:
                 return []
+            at = self.corrupt_at
+            if at is not None and offset <= at < offset + n:  # a fault double (tests only)
+                flipped = bytearray(data)
+                flipped[at - offset] ^= 0xFF
+                data = bytes(flipped)
             end = offset + n
             out.append(
                 SnapChunk(
@@ -241,6 +250,7 @@ class Received:
 class _Incoming:
     key: _Key
     last_seen: float
+    path: Path  # the file the chunks go to
     expected: int = 0  # every byte before this is written
     fd: int | None = None  # opened (and truncated) by the chunk at offset 0
 
@@ -254,11 +264,20 @@ class Receiver:
     counted in ``drops`` (keys in ``DROP_REASONS``; ``last_error`` says more).
     ``bytes_received`` counts the bytes written, over all transfers. The
     driver checks the chunk's term against its own before calling this.
+
+    ``unsafe`` may hold two negative controls (``zraft/unsafe.py``), for tests
+    only: ``skip_snapshot_verify`` (a finished file is reported Received after
+    reading its header only) and ``snapshot_in_place`` (chunks are written
+    straight to the snapshot's final name, not to INCOMING).
     """
 
-    def __init__(self, store: SnapshotStore, ensemble: str) -> None:
+    def __init__(
+        self, store: SnapshotStore, ensemble: str, *, unsafe: frozenset[str] = frozenset()
+    ) -> None:
         self.store = store
         self.ensemble = ensemble
+        self.skip_verify = "skip_snapshot_verify" in unsafe
+        self.in_place = "snapshot_in_place" in unsafe
         self.path = store.temp_path(INCOMING)
         self.received_path = store.temp_path(RECEIVED)
         self.bytes_received = 0
@@ -304,7 +323,10 @@ class Receiver:
                     return self._ack(c, 0, SnapStatus.ABORT), None
             if cur is not None:
                 self._drop("replaced", f"transfer from {cur.key[0]} replaced by one from {peer}")
-            cur = self._cur = _Incoming(key, now)
+            path = self.path
+            if self.in_place:  # negative control: no file beside the old state
+                path = self.store.dir / file_name(c.index, c.snap_term)
+            cur = self._cur = _Incoming(key, now, path)
             self._newest = (c.term, c.index)
         cur.last_seen = now
         if c.offset != cur.expected:
@@ -314,10 +336,10 @@ class Receiver:
             return self._abort(c, "bad_chunk", f"chunk at {c.offset} ends at {end} of {c.total}")
         try:
             if cur.fd is None:
-                cur.fd = os.open(self.path, _OPEN_FLAGS, 0o600)
+                cur.fd = os.open(cur.path, _OPEN_FLAGS, 0o600)
             _pwrite_all(cur.fd, c.data, c.offset)
         except OSError as exc:
-            return self._abort(c, "disk", f"cannot write {self.path}: {exc}")
+            return self._abort(c, "disk", f"cannot write {cur.path}: {exc}")
         cur.expected = end
         self.bytes_received += len(c.data)
         if end < c.total:
@@ -360,23 +382,28 @@ class Receiver:
             finally:
                 os.close(fd)
         except OSError as exc:
-            return self._abort(c, "disk", f"cannot sync {self.path}: {exc}")
-        try:
-            os.replace(self.path, self.received_path)
-        except OSError as exc:
-            return self._abort(c, "disk", f"cannot rename {self.path}: {exc}")
-        info, reason, message = self._check(c)
+            return self._abort(c, "disk", f"cannot sync {cur.path}: {exc}")
+        if not self.in_place:
+            try:
+                os.replace(cur.path, self.received_path)
+            except OSError as exc:
+                return self._abort(c, "disk", f"cannot rename {cur.path}: {exc}")
+            cur.path = self.received_path
+        info, reason, message = self._check(c, cur.path)
         if info is None:
-            return self._abort(c, reason, message, renamed=True)
+            return self._abort(c, reason, message)
         self._cur = None
         self._finished = (cur.key, SnapStatus.OK)
         return self._ack(c, c.total, SnapStatus.OK), Received(info.path, info, peer, c.term)
 
-    def _check(self, c: SnapChunk) -> tuple[SnapshotInfo | None, str, str]:
+    def _check(self, c: SnapChunk, path: Path) -> tuple[SnapshotInfo | None, str, str]:
         """Verify the whole file: (info, "", "") or (None, drop reason, message)."""
-        path = self.received_path
         try:
-            info = verify(path)
+            if self.skip_verify:  # negative control: the header is taken on trust
+                size = path.stat().st_size
+                info = SnapshotInfo(path, read_header(path), (), size, "")
+            else:
+                info = verify(path)
         except CorruptionError as exc:
             return None, "bad_file", str(exc)
         except (StorageError, OSError) as exc:
@@ -390,34 +417,33 @@ class Receiver:
             return None, "mismatch", f"{path} holds (index, term, ensemble, size) {got}, not {want}"
         return info, "", ""
 
-    def _abort(
-        self, c: SnapChunk, reason: str, message: str, renamed: bool = False
-    ) -> tuple[SnapAck, None]:
-        self._drop(reason, message, renamed)
+    def _abort(self, c: SnapChunk, reason: str, message: str) -> tuple[SnapAck, None]:
+        self._drop(reason, message)
         return self._ack(c, 0, SnapStatus.ABORT), None
 
-    def _drop(self, reason: str, message: str, renamed: bool = False) -> None:
+    def _drop(self, reason: str, message: str) -> None:
         cur = self._cur
         assert cur is not None
-        self._discard(renamed)
+        self._discard()
         self._cur = None
         self._finished = (cur.key, SnapStatus.ABORT)
         self.drops[reason] += 1
         self.last_error = message
 
-    def _discard(self, renamed: bool = False) -> None:
+    def _discard(self) -> None:
         cur = self._cur
-        if cur is not None and cur.fd is not None:
+        if cur is None:
+            return
+        if cur.fd is not None:
             fd, cur.fd = cur.fd, None
             try:
                 os.close(fd)
             except OSError:
                 pass
-        for path in (self.received_path if renamed else self.path,):
-            try:
-                path.unlink(missing_ok=True)
-            except OSError:
-                pass  # left for SnapshotStore.remove_partials at the next start
+        try:
+            cur.path.unlink(missing_ok=True)
+        except OSError:
+            pass  # left for SnapshotStore.remove_partials at the next start
 
     @staticmethod
     def _ack(c: SnapChunk, offset: int, status: SnapStatus) -> SnapAck:

@@ -71,3 +71,15 @@ class UnsafeWalStorage(WalStorage):
         except OSError as exc:
             self._failed = True
             raise StorageError(f"write to {self._segments[-1].path} failed: {exc}") from exc
+
+
+def open_wal(data_dir: Path, segment_bytes: int, unsafe: frozenset[str]) -> WalStorage:
+    """Open a node's WAL: ``WalStorage``, or this double when a test switch asks for it."""
+    if unsafe & {"lazy_writes", "skip_fsync"}:
+        return UnsafeWalStorage(
+            data_dir,
+            segment_bytes=segment_bytes,
+            lazy_writes="lazy_writes" in unsafe,
+            skip_fsync="skip_fsync" in unsafe,
+        )
+    return WalStorage(data_dir, segment_bytes=segment_bytes)

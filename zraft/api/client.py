@@ -14,12 +14,15 @@ write is applied exactly once.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import json
 import os
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -27,6 +30,7 @@ import zmq
 from zraft.transport.sockets import connect_dealer, shared_context
 
 RETRYABLE = frozenset({"NO_LEADER", "NOT_LEADER", "TIMEOUT", "OVERLOADED", "SHUTTING_DOWN"})
+SNAPSHOT_READ_MAX = 1 << 20  # the most bytes one snapshot_read may ask for
 
 
 def send_request(sock: zmq.Socket, body: dict[str, Any], flags: int = 0) -> None:
@@ -226,3 +230,51 @@ class Client:
 
     def status(self) -> dict[str, Any]:
         return self.call("status")
+
+    # -- node-local snapshot commands ------------------------------------------
+    # Answered by the node this client talks to, never forwarded: a snapshot
+    # file lives on one node, so these want a client of one endpoint.
+
+    def snapshot_take(self) -> dict[str, Any]:
+        """Ask the node to snapshot its applied state now; return once it is durable.
+
+        Returns ``{"index", "term", "size", "sha256", "name"}`` (``sha256``: the
+        file's own checksum, recorded in its END record). ``timeout`` must cover
+        the writing of the snapshot. Raises ZraftError (``SNAPSHOT_FAILED``,
+        ``SHUTTING_DOWN``, ...).
+        """
+        return self.call("snapshot_take")
+
+    def snapshot_read(
+        self, name: str, offset: int = 0, length: int = SNAPSHOT_READ_MAX
+    ) -> tuple[bytes, int]:
+        """Return ``(data, file size)``: up to ``length`` bytes at ``offset`` of the node's
+        snapshot file ``name`` (empty at or past the end). Raises ZraftError
+        (``NO_SNAPSHOT`` when the node holds no such file)."""
+        result = self.call("snapshot_read", name=name, offset=offset, length=length)
+        try:
+            return base64.b64decode(result["data"], validate=True), int(result["size"])
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise ZraftError("BAD_REPLY", f"snapshot_read: malformed result: {exc}") from None
+
+    def snapshot_download(self, name: str, dest: str | Path) -> int:
+        """Copy the node's snapshot file ``name`` to ``dest`` (created or truncated) and
+        fsync it; return its size. Checks nothing inside the file: verify it with
+        ``zraft.snapshot.format.verify``. Raises ValueError for a client of several
+        endpoints (the pieces must come from one node), ZraftError, OSError.
+        """
+        if len(self.endpoints) != 1:
+            raise ValueError("snapshot_download needs a client of exactly one endpoint")
+        with open(dest, "wb") as f:
+            offset, size = 0, -1
+            while offset != size:
+                data, size = self.snapshot_read(name, offset)
+                if not data and offset < size:
+                    raise ZraftError("BAD_REPLY", f"snapshot_read: no data at {offset} of {size}")
+                if offset + len(data) > size:
+                    raise ZraftError("BAD_REPLY", f"snapshot_read: {name} grew past {size} bytes")
+                f.write(data)
+                offset += len(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return size

@@ -16,6 +16,8 @@ SESSION_EXPIRED = "SESSION_EXPIRED"  # the (client, seq) is older than the sessi
 INTERNAL = "INTERNAL"  # a plugin raised something other than CommandError
 SHUTTING_DOWN = "SHUTTING_DOWN"  # retryable elsewhere: the node is stopping
 FENCED = "FENCED"  # a write fenced to a term whose leadership is over: never applied
+SNAPSHOT_FAILED = "SNAPSHOT_FAILED"  # snapshot_take/read: a snapshot file could not be written/read
+NO_SNAPSHOT = "NO_SNAPSHOT"  # snapshot_read: no published snapshot file of that name on this node
 
 # Raised by the built-in KV state machine (CommandError); the state is unchanged.
 BAD_ARG = "BAD_ARG"  # an argument out of range (empty key, negative TTL, ...)

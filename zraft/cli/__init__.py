@@ -2,7 +2,8 @@
 
 One module per group of subcommands, each with ``add_parsers(subparsers)``:
 ``run`` (run, up), ``startup`` (check-config, plugins), ``status``, ``kv``
-(the KV commands, built from the store's CommandSpecs, and call), ``bench``;
+(the KV commands, built from the store's CommandSpecs, and call), ``bench``,
+``snapshot`` (save, inspect, restore, take), ``recover`` (disaster recovery);
 ``check-history`` comes from ``zraft.check.cli``. ``common`` holds what they
 share.
 
@@ -16,7 +17,7 @@ import sys
 
 from zraft import __version__
 from zraft.check import cli as check_history
-from zraft.cli import bench, kv, run, startup, status
+from zraft.cli import bench, kv, recover, run, snapshot, startup, status
 from zraft.config import ConfigError
 from zraft.daemon import EX_CONFIG
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zraft", description="zraft: a Raft consensus daemon")
     parser.add_argument("--version", action="version", version=f"zraft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, startup, status, kv, bench):
+    for module in (run, startup, status, kv, bench, snapshot, recover):
         module.add_parsers(sub)
     check_history.add_parser(sub)
     return parser

@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from tests.unit.node.test_loop import _port, ask, replicate_a_write
+from tests.unit.node.test_loop import ask, replicate_a_write
+from tests.unit.node.test_loop import follower as follower  # the fixture, shared
 from zraft.api.routes import Reply, Request, Route
-from zraft.config import parse_config
 from zraft.core import Role
-from zraft.node import Node
 from zraft.node.admin import MAX_READ, Admin, AdminError, read_args
 from zraft.snapshot.format import SnapshotHeader, SnapshotInfo, write_file
 from zraft.snapshot.store import SnapshotStore, file_name
-from zraft.storage.memory import MemoryStorage
 
 HEADER = SnapshotHeader("t", 7, 2, ("n1", "n2", "n3"), 1000, "n1", 1_700_000_000_000)
 
@@ -178,26 +176,6 @@ def test_snapshot_read_length_defaults_to_the_limit() -> None:
 
 
 # -- on a Node with the real Snapshots (a follower, as in tests/unit/node/test_loop.py) --
-
-
-@pytest.fixture
-def follower(tmp_path: Path) -> Iterator[tuple[Node, list[dict]]]:
-    toml = '[ensemble]\nname = "t"\n'
-    for i in (1, 2, 3):
-        toml += (
-            f'[[node]]\nid = "n{i}"\nraft = "tcp://127.0.0.1:{_port()}"\n'
-            f'client = "tcp://127.0.0.1:{_port()}"\ndata_dir = "{tmp_path / str(i)}"\n'
-        )
-    node = Node(parse_config(toml, "t.toml"), "n2", storage=MemoryStorage())
-    replies: list[dict] = []
-    node.endpoint.send = lambda reply, me, leader: replies.append(  # type: ignore[method-assign]
-        {"ok": reply.outcome.ok, "result": reply.outcome.result, "error": reply.outcome.code}
-    )
-    try:
-        yield node, replies
-    finally:
-        if node.endpoint.socket.closed is False:
-            node._shutdown()
 
 
 def test_a_nodes_snapshot_take_is_answered_once_the_file_is_published(follower) -> None:

@@ -45,7 +45,8 @@ def follower(tmp_path: Path) -> Iterator[tuple[Node, list[dict]]]:
     try:
         yield node, replies
     finally:
-        node._shutdown()
+        if not node.endpoint.socket.closed:  # a test may have shut it down itself
+            node._shutdown()
 
 
 def replicate_a_write(node: Node) -> None:

@@ -21,13 +21,12 @@ import errno
 import os
 import re
 import shutil
-import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.integration.test_snapshots import _wait
 from tests.support.ensemble import Ensemble
 from zraft.api.fanout import pipelined_load
 from zraft.snapshot.format import verify
@@ -89,13 +88,6 @@ def _write(ens: Ensemble, nid: str, total: int, tag: str) -> None:
         deadline_s=30,
     )
     assert len(res.latencies) == total, (res.errors, res.unanswered)
-
-
-def _wait(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _fill(directory: Path) -> Path:

@@ -25,10 +25,10 @@ def zraft(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=60,
+        timeout=90,
     )
     if check:
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
 

@@ -11,14 +11,12 @@ not empty, a file of another ensemble and a damaged file, touching nothing;
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests import ROOT
+from tests.integration.test_cli import zraft
 from tests.support.ensemble import Ensemble
 from zraft.api.client import Client, ZraftError
 from zraft.api.fanout import pipelined_load
@@ -27,20 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 RAFT = "snapshot_entries = 150\nsnapshot_trailing_entries = 20\n"
 KEYS = 300
-
-
-def zraft(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m zraft ARGS`` and capture its output."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "zraft", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=90,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 def tree(path: Path) -> dict[str, bytes]:
